@@ -1,0 +1,56 @@
+"""Arguments and steps that several subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from mpitrack.config import Config, load_config
+from mpitrack.errors import UsageError
+
+
+def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        required=required,
+        metavar="FILE",
+        help="experiment config (YAML); MPITRACK_* environment variables override it",
+    )
+
+
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL (default: MPITRACK_DATABASE_URL, then the config's database.url, "
+        "then an embedded server under the work directory). Put passwords in ~/.pgpass "
+        "or the environment, not on the command line.",
+    )
+
+
+def add_workdir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="work directory holding the embedded servers (default: the config's workdir)",
+    )
+
+
+def load(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def workdir_and_database(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """The work directory (for embedded servers) and the database URL, if any is given."""
+    url = getattr(args, "database_url", None) or os.environ.get("MPITRACK_DATABASE_URL")
+    if getattr(args, "config", None) is not None:
+        config = load(args)
+        workdir = args.workdir.resolve() if getattr(args, "workdir", None) else config.workdir
+        return workdir, url or config.database.url
+    if url is None and getattr(args, "workdir", None) is None:
+        raise UsageError("give --config FILE, --database-url URL or set MPITRACK_DATABASE_URL")
+    return Path(getattr(args, "workdir", None) or "runs/default").resolve(), url
