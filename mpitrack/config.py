@@ -344,12 +344,3 @@ def _validate(config: Config) -> None:
         raise ConfigError(source, "runtime.poll_interval", f"{runtime.poll_interval} must be > 0")
     if runtime.connect_retries < 0:
         raise ConfigError(source, "runtime.connect_retries", "must be >= 0")
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and error messages."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()

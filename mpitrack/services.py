@@ -184,13 +184,18 @@ def _wait_gone(pid: int, timeout: float) -> None:
 
 @dataclass(frozen=True)
 class ServiceURLs:
-    database_url: str
+    database_url: str | None
     redis_url: str | None
 
 
 @contextlib.contextmanager
 def resolved_services(
-    workdir: Path, database_url: str | None, redis_url: str | None, need_redis: bool = True
+    workdir: Path,
+    database_url: str | None,
+    redis_url: str | None,
+    *,
+    need_database: bool = True,
+    need_redis: bool = True,
 ) -> Iterator[ServiceURLs]:
     """URLs of the servers to use, starting embedded ones for the URLs not given.
 
@@ -200,7 +205,7 @@ def resolved_services(
     base = services_dir(workdir)
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     try:
-        if database_url is None:
+        if database_url is None and need_database:
             postgres = EmbeddedPostgres(base / "postgres")
             fresh = postgres.running_pid() is None
             database_url = postgres.start()

@@ -19,11 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from mpitrack.config import redact_url
+from mpitrack.urls import redact_url
 from mpitrack.errors import ServiceUnavailable, UsageError
 from mpitrack.track.result import TrackRow
 
@@ -36,11 +36,17 @@ _SCHEMA_LOCK_KEY = 0x6D70697472  # pg_advisory_xact_lock key: "mpitr"
 
 
 def describe_server(url: str) -> str:
-    """'host:port' (or the socket directory) of a PostgreSQL URL, for error messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or parse_qs(parts.query).get("host", ["local socket"])[0]
-    port = parts.port or int(parse_qs(parts.query).get("port", ["5432"])[0])
-    return f"{host}:{port}"
+    """'host:port' (or the socket directory) of a PostgreSQL URL or DSN, for error messages."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparsable database URL>"
+    return f"{params.get('host') or 'local socket'}:{params.get('port') or 5432}"
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same server's connection string for another database."""
+    return make_conninfo(url, dbname=dbname)
 
 
 def connect(

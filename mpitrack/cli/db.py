@@ -11,7 +11,7 @@ from mpitrack.cli.common import (
     add_workdir_argument,
     workdir_and_database,
 )
-from mpitrack.config import redact_url
+from mpitrack.urls import redact_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
