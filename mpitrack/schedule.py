@@ -1,0 +1,229 @@
+"""Pure scheduling: which (region, scan) job runs next, where, and when a run is over.
+
+No I/O here: the dispatcher feeds in what it learns (frames complete, workers
+idle, jobs done or failed) and carries out what comes back. The rules:
+
+- A job (region, scan) is ready when all frames of the region's omega window
+  are registered for that scan and the region's previous scan is finished
+  (committed, or failed and skipped).
+- A region has at most one job in flight; its scans finish in order.
+- A region sticks to the worker that last ran it (that worker holds its
+  tracker state in memory); another idle worker takes it only when the owner
+  is busy, and then loads the checkpoint.
+- Ready jobs of older scans go first, so scans complete in order and the
+  statistics can follow the experiment.
+- The run is over when every region is finished through the last scan (or
+  stopped), or, after `drain()`, as soon as nothing is in flight.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+FailurePolicy = Literal["skip", "stop_region", "abort"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One tracking step to run.
+
+    after_scan: the region's last committed scan (None: nothing committed yet).
+    Scans between after_scan and scan failed and were skipped: the worker
+    steps its tracker through them without data before running ``scan``.
+    """
+
+    region: int
+    scan: int
+    after_scan: int | None
+
+
+@dataclass
+class _Region:
+    next_scan: int
+    last_committed: int | None
+    owner: int | None = None
+    in_flight: bool = False
+    stopped: bool = False
+
+
+@dataclass
+class Scheduler:
+    """Scheduling state of one run.
+
+    regions: region ids; first_scan/last_scan: inclusive range (last None: open-ended);
+    committed: last committed scan per region (from the checkpoints, on resume).
+    """
+
+    regions: Iterable[int]
+    first_scan: int
+    last_scan: int | None
+    committed: Mapping[int, int] = field(default_factory=dict)
+    on_failure: FailurePolicy = "skip"
+
+    def __post_init__(self) -> None:
+        self._regions: dict[int, _Region] = {}
+        for region in sorted(set(self.regions)):
+            last = self.committed.get(region)
+            start = self.first_scan if last is None else max(last + 1, self.first_scan)
+            self._regions[region] = _Region(next_scan=start, last_committed=last)
+        if not self._regions:
+            raise ValueError("a run needs at least one region")
+        self._complete: set[tuple[int, int]] = set()
+        self._idle: list[int] = []
+        self._busy: set[int] = set()
+        self._aborted = False
+        self._draining = False
+        self._scan_reported = min(r.next_scan for r in self._regions.values()) - 1
+        self._total_jobs = (
+            None
+            if self.last_scan is None
+            else sum(max(0, self.last_scan + 1 - s.next_scan) for s in self._regions.values())
+        )
+
+    # What the dispatcher learns -------------------------------------------------
+
+    def frames_complete(self, region: int, scan: int) -> None:
+        """All frames of (region, scan) are registered."""
+        state = self._regions.get(region)
+        if state is not None and scan >= state.next_scan:
+            self._complete.add((region, scan))
+
+    def worker_idle(self, worker: int) -> None:
+        """A worker asks for work."""
+        self._busy.discard(worker)
+        if worker not in self._idle:
+            self._idle.append(worker)
+
+    def job_done(self, job: Job, worker: int) -> None:
+        """The job's results and checkpoint are committed."""
+        state = self._finish(job, worker)
+        state.last_committed = job.scan
+
+    def job_failed(self, job: Job, worker: int) -> None:
+        """The job failed; the failure policy decides what the region does next."""
+        state = self._finish(job, worker)
+        if self.on_failure == "stop_region":
+            state.stopped = True
+        elif self.on_failure == "abort":
+            self._aborted = True
+
+    def drain(self) -> None:
+        """Stop issuing jobs; the run ends once the jobs in flight are finished."""
+        self._draining = True
+
+    # What the dispatcher does ------------------------------------------------------
+
+    def assign(self) -> list[tuple[int, Job]]:
+        """Match ready jobs to idle workers; the dispatcher sends each pair."""
+        if self._aborted or self._draining or not self._idle:
+            return []
+        ready = [
+            (state.next_scan, region)
+            for region, state in self._regions.items()
+            if self._is_ready(region, state)
+        ]
+        heapq.heapify(ready)
+        assigned: list[tuple[int, Job]] = []
+        while ready and self._idle:
+            _, region = heapq.heappop(ready)
+            state = self._regions[region]
+            worker = state.owner if state.owner in self._idle else self._pick_idle()
+            self._idle.remove(worker)
+            self._busy.add(worker)
+            state.in_flight = True
+            state.owner = worker
+            job = Job(region, state.next_scan, state.last_committed)
+            self._complete.discard((region, state.next_scan))
+            assigned.append((worker, job))
+        return assigned
+
+    def scans_completed(self) -> list[int]:
+        """Scans newly finished for every region since the last call, in order."""
+        live = [s.next_scan for s in self._regions.values() if not s.stopped]
+        done_through = (min(live) if live else self._max_scan_seen()) - 1
+        if self.last_scan is not None:
+            done_through = min(done_through, self.last_scan)
+        newly = list(range(self._scan_reported + 1, done_through + 1))
+        self._scan_reported = max(self._scan_reported, done_through)
+        return newly
+
+    def waiting_for(self) -> list[tuple[int, int]]:
+        """(region, scan) pairs whose frames the run is waiting for, one per idle region."""
+        return [
+            (region, state.next_scan)
+            for region, state in self._regions.items()
+            if not state.in_flight
+            and not state.stopped
+            and self._within_range(state.next_scan)
+            and (region, state.next_scan) not in self._complete
+        ]
+
+    # State -------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return sum(state.in_flight for state in self._regions.values())
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    @property
+    def finished(self) -> bool:
+        if self.in_flight:
+            return False
+        if self._aborted or self._draining:
+            return True
+        return all(
+            state.stopped or not self._within_range(state.next_scan)
+            for state in self._regions.values()
+        )
+
+    @property
+    def stopped_regions(self) -> list[int]:
+        return [region for region, state in self._regions.items() if state.stopped]
+
+    @property
+    def total_jobs(self) -> int | None:
+        """Jobs this run had to do when it started (None when open-ended)."""
+        return self._total_jobs
+
+    # Internals ---------------------------------------------------------------------
+
+    def _finish(self, job: Job, worker: int) -> _Region:
+        state = self._regions[job.region]
+        if not state.in_flight or state.next_scan != job.scan:
+            raise ValueError(
+                f"region {job.region} scan {job.scan} is not in flight "
+                f"(region is at scan {state.next_scan})"
+            )
+        state.in_flight = False
+        state.next_scan = job.scan + 1
+        self._busy.discard(worker)
+        return state
+
+    def _is_ready(self, region: int, state: _Region) -> bool:
+        return (
+            not state.in_flight
+            and not state.stopped
+            and self._within_range(state.next_scan)
+            and (region, state.next_scan) in self._complete
+        )
+
+    def _within_range(self, scan: int) -> bool:
+        return self.last_scan is None or scan <= self.last_scan
+
+    def _pick_idle(self) -> int:
+        # Prefer an idle worker that owns no region with work pending soon, so
+        # affinity survives; otherwise the longest-waiting worker.
+        owners = {s.owner for s in self._regions.values() if not s.stopped}
+        for worker in self._idle:
+            if worker not in owners:
+                return worker
+        return self._idle[0]
+
+    def _max_scan_seen(self) -> int:
+        return max(s.next_scan for s in self._regions.values())
