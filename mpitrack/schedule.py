@@ -150,6 +150,21 @@ class Scheduler:
         self._scan_reported = max(self._scan_reported, done_through)
         return newly
 
+    def wants(self, region: int, scan: int) -> bool:
+        """Whether news of (region, scan)'s frames could still matter to this run."""
+        state = self._regions.get(region)
+        return (
+            state is not None
+            and not state.stopped
+            and scan >= state.next_scan
+            and self._within_range(scan)
+            and (region, scan) not in self._complete
+        )
+
+    def idle_workers(self) -> set[int]:
+        """Workers that asked for work and have none."""
+        return set(self._idle)
+
     def waiting_for(self) -> list[tuple[int, int]]:
         """(region, scan) pairs whose frames the run is waiting for, one per idle region."""
         return [
@@ -166,6 +181,10 @@ class Scheduler:
     @property
     def in_flight(self) -> int:
         return sum(state.in_flight for state in self._regions.values())
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     @property
     def aborted(self) -> bool:

@@ -31,7 +31,14 @@ log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 SCHEMA_VERSION = 1
-TABLES = ("regions", "tracks", "measurements", "tracker_checkpoints", "job_failures")
+TABLES = (
+    "regions",
+    "tracks",
+    "measurements",
+    "tracker_checkpoints",
+    "job_failures",
+    "scan_stats",
+)
 _SCHEMA_LOCK_KEY = 0x6D70697472  # pg_advisory_xact_lock key: "mpitr"
 
 

@@ -61,4 +61,18 @@ CREATE TABLE IF NOT EXISTS job_failures (
     PRIMARY KEY (region_id, scan_number, attempt)
 );
 
+-- Per-scan statistics, written by the statistics role as each scan completes
+-- for every region. Counts are of measurement rows (one per live track).
+CREATE TABLE IF NOT EXISTS scan_stats (
+    scan_number    integer PRIMARY KEY,
+    regions        integer NOT NULL,
+    live_tracks    integer NOT NULL,
+    detected       integer NOT NULL,
+    missed         integer NOT NULL,
+    overlapping    integer NOT NULL,
+    births         integer NOT NULL,
+    deaths         integer NOT NULL,
+    computed_at    timestamptz NOT NULL DEFAULT now()
+);
+
 INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;

@@ -1,0 +1,1 @@
+"""Per-scan statistics of the tracking results."""

@@ -1,0 +1,1 @@
+"""How roles talk: MPI messages, in-process calls, or Redis streams."""

@@ -1,0 +1,117 @@
+"""MPI links: rank 0 dispatches, ranks 1..size-2 work, rank size-1 does statistics.
+
+Waiting never busy-polls the CPU: MPICH's blocking receive spins, which on an
+oversubscribed node (4 ranks on 2 cores) steals the workers' cycles, so every
+wait here is an Iprobe loop with exponential backoff (50 us up to 5 ms).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from mpi4py import MPI
+
+from mpitrack.schedule import Job
+from mpitrack.transport.base import JobReport, JobRequest, WorkerMessage
+
+TAG_REQUEST = 1
+TAG_REPORT = 2
+TAG_JOB = 3
+TAG_STOP = 4
+TAG_SCAN = 5
+
+_BACKOFF_START = 50e-6
+_BACKOFF_MAX = 5e-3
+
+
+def wait_for_message(comm: MPI.Comm, source: int, status: MPI.Status) -> None:
+    """Block until a message from ``source`` is waiting, sleeping between probes."""
+    delay = _BACKOFF_START
+    while not comm.Iprobe(source=source, tag=MPI.ANY_TAG, status=status):
+        time.sleep(delay)
+        delay = min(delay * 2, _BACKOFF_MAX)
+
+
+class MPIDispatcherLink:
+    """Rank 0's link. With no statistics rank, ``local_stats`` is called in-process."""
+
+    def __init__(
+        self,
+        comm: MPI.Comm,
+        workers: Sequence[int],
+        stats_rank: int | None,
+        local_stats: Callable[[int], None] | None = None,
+    ) -> None:
+        self.comm = comm
+        self._workers = tuple(workers)
+        self.stats_rank = stats_rank
+        self.local_stats = local_stats
+        self._status = MPI.Status()
+
+    @property
+    def workers(self) -> Sequence[int]:
+        return self._workers
+
+    def receive(self, timeout: float) -> list[WorkerMessage]:
+        deadline = time.monotonic() + timeout
+        delay = _BACKOFF_START
+        messages: list[WorkerMessage] = []
+        while True:
+            while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=self._status):
+                source, tag = self._status.Get_source(), self._status.Get_tag()
+                message = self.comm.recv(source=source, tag=tag)
+                if not isinstance(message, JobRequest | JobReport):
+                    raise TypeError(f"unexpected message from rank {source}: {message!r}")
+                messages.append(message)
+            if messages or time.monotonic() >= deadline:
+                return messages
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def send_job(self, worker: int, job: Job) -> None:
+        self.comm.send(job, dest=worker, tag=TAG_JOB)
+
+    def send_stop(self, worker: int) -> None:
+        self.comm.send(None, dest=worker, tag=TAG_STOP)
+
+    def scan_complete(self, scan: int) -> None:
+        if self.stats_rank is not None:
+            self.comm.send(scan, dest=self.stats_rank, tag=TAG_SCAN)
+        elif self.local_stats is not None:
+            self.local_stats(scan)
+
+    def close(self) -> None:
+        if self.stats_rank is not None:
+            self.comm.send(None, dest=self.stats_rank, tag=TAG_STOP)
+
+
+class MPIWorkerLink:
+    def __init__(self, comm: MPI.Comm, dispatcher: int = 0) -> None:
+        self.comm = comm
+        self.dispatcher = dispatcher
+        self.rank = comm.Get_rank()
+        self._status = MPI.Status()
+
+    def next_job(self) -> Job | None:
+        self.comm.send(JobRequest(self.rank), dest=self.dispatcher, tag=TAG_REQUEST)
+        wait_for_message(self.comm, self.dispatcher, self._status)
+        tag = self._status.Get_tag()
+        message = self.comm.recv(source=self.dispatcher, tag=tag)
+        return message if tag == TAG_JOB else None
+
+    def report(self, report: JobReport) -> None:
+        self.comm.send(report, dest=self.dispatcher, tag=TAG_REPORT)
+
+
+class MPIStatsLink:
+    def __init__(self, comm: MPI.Comm, dispatcher: int = 0) -> None:
+        self.comm = comm
+        self.dispatcher = dispatcher
+        self._status = MPI.Status()
+
+    def next_scan(self) -> int | None:
+        wait_for_message(self.comm, self.dispatcher, self._status)
+        tag = self._status.Get_tag()
+        message = self.comm.recv(source=self.dispatcher, tag=tag)
+        return int(message) if tag == TAG_SCAN else None
