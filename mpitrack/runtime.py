@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from mpitrack import services, store
+from mpitrack import redis_client, services, store
 from mpitrack.config import Config
 from mpitrack.errors import MpitrackError
 from mpitrack.frames import DirectoryScanner, FramePattern
@@ -121,6 +121,7 @@ def run(config: Config, options: RunOptions) -> int:
                 )
                 assert urls.database_url is not None and urls.redis_url is not None
                 committed = prepare_database(config, urls.database_url)
+                redis_client.connect(urls.redis_url, config.runtime.connect_retries).close()
                 setup = {
                     "database_url": urls.database_url,
                     "redis_url": urls.redis_url,
@@ -193,11 +194,9 @@ def _run_dispatcher(
     committed: dict[int, int],
     stop: StopFlag,
 ) -> RunSummary:
-    import redis
-
     from mpitrack.registry import RedisRegistry
 
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client.connect(redis_url, config.runtime.connect_retries)
     registry = RedisRegistry(client, config.run)
     registry.clear_stop()
     windows = windows_of(config)
