@@ -100,11 +100,14 @@ def prepare_database(config: Config, database_url: str) -> dict[int, int]:
         return store.committed_scans(conn)
 
 
-def run(config: Config, options: RunOptions) -> int:
-    """Run the experiment on MPI.COMM_WORLD; every rank calls this. Returns the exit code."""
+def run(config: Config, options: RunOptions, comm=None) -> int:
+    """Run the experiment on ``comm`` (default MPI.COMM_WORLD); every rank of it calls this.
+
+    Returns the exit code (the same on every rank).
+    """
     from mpi4py import MPI
 
-    comm = MPI.COMM_WORLD
+    comm = MPI.COMM_WORLD if comm is None else comm
     rank, size = comm.Get_rank(), comm.Get_size()
     layout = Layout(size)
     _tag_log_lines(rank, size, layout.role(rank))

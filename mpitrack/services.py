@@ -60,7 +60,9 @@ class EmbeddedPostgres:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            server = pgserver.get_server(self.directory, cleanup_mode=None)
+            # Not pgserver.get_server(): it caches one handle per directory per
+            # process and would hand back a handle to a server stopped since.
+            server = pgserver.PostgresServer(self.directory.resolve(), cleanup_mode=None)
         except Exception as exc:  # pgserver raises plain exceptions from pg_ctl/initdb
             raise ServiceUnavailable(
                 f"cannot start embedded PostgreSQL in {self.directory}: {exc} "

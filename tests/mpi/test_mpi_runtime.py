@@ -1,0 +1,134 @@
+"""The runtime on real MPI ranks (run by scripts/test as `mpiexec -n 4 pytest --with-mpi`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mpitrack import services
+from mpitrack.config import load_config
+from mpitrack.frames import FrameKey
+from mpitrack.registry import MemoryRegistry
+from mpitrack.roles.dispatcher import Dispatcher
+from mpitrack.schedule import Job, Scheduler
+from mpitrack.transport.base import JobReport
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def shared_tmp(comm, tmp_path: Path) -> Path:
+    """rank 0's tmp_path, known to every rank."""
+    return Path(comm.bcast(str(tmp_path) if comm.rank == 0 else None, root=0))
+
+
+def on_rank0(comm, step):
+    """Run ``step`` on rank 0 only; every rank fails if it fails, so none hangs."""
+    error = None
+    if comm.rank == 0:
+        try:
+            step()
+        except BaseException as exc:  # re-raised below on every rank
+            error = f"{type(exc).__name__}: {exc}"
+    error = comm.bcast(error, root=0)
+    if error is not None:
+        pytest.fail(f"rank 0 failed: {error}")
+
+
+class TrivialRunner:
+    """A job that does nothing but record that it ran: the transport is what is tested."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.ran: list[Job] = []
+
+    def run(self, job: Job) -> JobReport:
+        self.ran.append(job)
+        return JobReport(self.rank, job, ok=True, rows=1)
+
+
+@pytest.mark.mpi(min_size=3)
+def test_every_job_runs_exactly_once_and_scans_complete_in_order() -> None:
+    from mpi4py import MPI
+
+    from mpitrack.roles.stats import serve
+    from mpitrack.roles.worker import work
+    from mpitrack.runtime import Layout
+    from mpitrack.transport.mpi import MPIDispatcherLink, MPIStatsLink, MPIWorkerLink
+
+    comm = MPI.COMM_WORLD
+    layout = Layout(comm.size)
+    regions, scans = range(5), range(20)
+    if comm.rank == 0:
+        registry = MemoryRegistry()
+        registry.add(FrameKey(r, f, s) for r in regions for s in scans for f in range(3))
+        dispatcher = Dispatcher(
+            scheduler=Scheduler(regions, 0, scans[-1]),
+            registry=registry,
+            link=MPIDispatcherLink(comm, layout.workers, layout.stats_rank),
+            windows={r: (0, 1, 2) for r in regions},
+            poll_interval=0.01,
+        )
+        summary = dispatcher.run()
+        assert summary.ok and summary.jobs_done == len(regions) * len(scans)
+        ran = None
+        completed = None
+    elif comm.rank == layout.stats_rank:
+        completed: list[int] = []
+
+        class Collect:
+            def __call__(self, scan: int) -> None:
+                completed.append(scan)
+
+        serve(Collect(), MPIStatsLink(comm))  # type: ignore[arg-type]
+        ran = None
+    else:
+        runner = TrivialRunner(comm.rank)
+        work(runner, MPIWorkerLink(comm))  # type: ignore[arg-type]
+        ran = [(job.region, job.scan) for job in runner.ran]
+        completed = None
+    all_ran = comm.gather(ran, root=0)
+    all_completed = comm.gather(completed, root=0)
+    if comm.rank == 0:
+        jobs = [pair for part in all_ran if part for pair in part]
+        assert sorted(jobs) == [(r, s) for r in regions for s in scans]
+        stats = next(scans for scans in all_completed if scans is not None)
+        assert stats == list(scans)
+
+
+@pytest.mark.mpi(min_size=4)
+def test_run_on_all_ranks_equals_a_one_process_run(tmp_path: Path) -> None:
+    from mpi4py import MPI
+
+    from mpitrack.runtime import RunOptions, run
+    from mpitrack.sim.writer import ExperimentSpec, simulate
+
+    comm = MPI.COMM_WORLD
+    base = shared_tmp(comm, tmp_path)
+    spec = ExperimentSpec(base / "exp", scenarios=("crossing", "drifting"), regions=4, scans=5)
+    on_rank0(comm, lambda: simulate(spec))
+    config = load_config(
+        base / "exp" / "experiment.yaml", env={}, overrides={"workdir": str(base / "world")}
+    )
+    assert run(config, RunOptions(), comm=comm) == 0
+
+    def compare_with_one_process() -> None:
+        single = load_config(
+            base / "exp" / "experiment.yaml", env={}, overrides={"workdir": str(base / "self")}
+        )
+        assert run(single, RunOptions(), comm=MPI.COMM_SELF) == 0
+        rows = {}
+        for name in ("world", "self"):
+            with (
+                services.resolved_services(base / name, None, None, need_redis=False) as urls,
+                psycopg.connect(urls.database_url) as conn,
+            ):
+                rows[name] = conn.execute(
+                    "SELECT region_id, track_id, scan_number, detected, overlapping, features "
+                    "FROM measurements ORDER BY 1, 3, 2"
+                ).fetchall()
+        assert rows["world"], "no rows written"
+        assert rows["world"] == rows["self"]
+
+    on_rank0(comm, compare_with_one_process)
