@@ -72,6 +72,19 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    """PostgreSQL. url None starts an embedded server under the work directory.
+
+    synchronous_commit: wait for each job's commit to reach the disk. Off by
+    default: commits stay atomic and an OS crash can only lose the newest
+    commits, which the next run redoes from the equally older checkpoints.
+    """
+
+    url: str | None = None
+    synchronous_commit: bool = False
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """How the runtime behaves around failures and waiting.
 
@@ -99,7 +112,7 @@ class Config:
     scans: ScansConfig = field(default_factory=ScansConfig)
     detection: DetectParams = field(default_factory=DetectParams)
     tracking: MHTParams = field(default_factory=MHTParams)
-    database: ServiceConfig = field(default_factory=ServiceConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis: ServiceConfig = field(default_factory=ServiceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     source: str = "<defaults>"

@@ -33,12 +33,16 @@ CREATE TABLE IF NOT EXISTS measurements (
     FOREIGN KEY (region_id, track_id) REFERENCES tracks (region_id, track_id)
 );
 
+-- Indexes. (region_id, track_id) lookups use the UNIQUE index above, whose
+-- leading columns they are: a separate (region_id, track_id) index would only
+-- cost every insert.
 CREATE INDEX IF NOT EXISTS measurements_scan_idx ON measurements (scan_number);
-CREATE INDEX IF NOT EXISTS measurements_region_track_idx ON measurements (region_id, track_id);
+-- A track's detections in scan order: first/last detected scan, trajectories.
 CREATE INDEX IF NOT EXISTS measurements_detected_idx
-    ON measurements (scan_number, region_id) WHERE detected;
+    ON measurements (region_id, track_id, scan_number) WHERE detected;
+-- Per-scan statistics of clean (non-overlapping) spots.
 CREATE INDEX IF NOT EXISTS measurements_detected_alone_idx
-    ON measurements (scan_number, region_id) WHERE detected AND NOT overlapping;
+    ON measurements (scan_number) WHERE detected AND NOT overlapping;
 
 -- The region's tracker state after its last committed scan. Written in the same
 -- transaction as that scan's measurements, so results and state never disagree.

@@ -69,7 +69,7 @@ class JobRunner:
             retries=self.config.runtime.connect_retries,
             application_name=f"mpitrack-worker-{self.worker}",
         )
-        self.writer = store.JobWriter(self.conn)
+        self.writer = store.JobWriter(self.conn, self.config.database.synchronous_commit)
 
     def close(self) -> None:
         self.conn.close()
