@@ -1,0 +1,135 @@
+"""Constant-velocity Kalman filter for one track in (omega, axis1, axis2).
+
+State x = (position[3], velocity[3]) in region-local voxel units, one time
+unit = one scan. Every track hypothesis (leaf) carries its own (x, P), derived
+from its parent's by `predict` + `update`, so a track is never re-initialised
+between scans and a revision inside the N-scan window simply picks another
+leaf with its own filter history.
+
+Functions work on batches (leading axis = leaves) where the MHT expands many
+hypotheses at once; batching keeps a 20-spot step inside its time budget.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy.stats import chi2
+
+DIM = 3
+STATE = 2 * DIM
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def transition(dt: float) -> np.ndarray:
+    """Constant-velocity transition matrix for a step of dt scans."""
+    f = np.eye(STATE)
+    f[:DIM, DIM:] = dt * np.eye(DIM)
+    return f
+
+
+def process_noise(dt: float, q: float) -> np.ndarray:
+    """Discrete white-noise-acceleration covariance (q = acceleration variance per scan^3)."""
+    eye = np.eye(DIM)
+    return q * np.block(
+        [
+            [dt**3 / 3.0 * eye, dt**2 / 2.0 * eye],
+            [dt**2 / 2.0 * eye, dt * eye],
+        ]
+    )
+
+
+def predict(x: np.ndarray, p: np.ndarray, dt: float, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """Propagate states (..., 6) and covariances (..., 6, 6) by dt scans."""
+    f = transition(dt)
+    xp = x @ f.T
+    pp = f @ p @ f.T + process_noise(dt, q)
+    return xp, 0.5 * (pp + np.swapaxes(pp, -1, -2))
+
+
+def measurement_noise(
+    covariance: np.ndarray, intensity: float, floor: float, scale: float
+) -> np.ndarray:
+    """Centroid noise of a spot: its spread over its (photon-like) intensity, plus a floor.
+
+    A centre of mass of I counts spread with covariance C has error covariance
+    about C / I; the floor keeps tiny or degenerate spots from claiming
+    sub-voxel certainty they do not have.
+    """
+    c = np.asarray(covariance, dtype=float)
+    c = 0.5 * (c + c.T)
+    r = scale * c / max(float(intensity), 1e-12)
+    return r + (floor**2) * np.eye(DIM)
+
+
+def initial_state(
+    z: np.ndarray, r: np.ndarray, velocity_std: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A new track at measured centre z (noise r) with unknown velocity."""
+    x = np.zeros(STATE)
+    x[:DIM] = z
+    p = np.zeros((STATE, STATE))
+    p[:DIM, :DIM] = r
+    p[DIM:, DIM:] = (velocity_std**2) * np.eye(DIM)
+    return x, p
+
+
+@lru_cache(maxsize=64)
+def gate_threshold(probability: float, dim: int = DIM) -> float:
+    """Squared Mahalanobis distance that holds `probability` of true measurements."""
+    return float(chi2.ppf(probability, dim))
+
+
+def innovations(
+    xp: np.ndarray, pp: np.ndarray, z: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Squared Mahalanobis distances and log-likelihoods for every (leaf, spot) pair.
+
+    xp (L, 6), pp (L, 6, 6), z (n, 3), r (n, 3, 3) -> d2 (L, n), loglik (L, n),
+    s (L, n, 3, 3).
+    """
+    nu = z[None, :, :] - xp[:, None, :DIM]
+    s = pp[:, None, :DIM, :DIM] + r[None, :, :, :]
+    sol = np.linalg.solve(s, nu[..., None])[..., 0]
+    d2 = np.einsum("lni,lni->ln", nu, sol)
+    _, logdet = np.linalg.slogdet(s)
+    loglik = -0.5 * (d2 + logdet + DIM * _LOG_2PI)
+    return d2, loglik, s
+
+
+def update(
+    x: np.ndarray, p: np.ndarray, z: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kalman update of one state (6,) with one position measurement z (3,), noise r."""
+    s = p[:DIM, :DIM] + r
+    k = np.linalg.solve(s, p[:DIM, :]).T  # (6, 3) = P H^T S^-1 (S symmetric)
+    xn = x + k @ (z - x[:DIM])
+    pn = p - k @ p[:DIM, :]
+    return xn, 0.5 * (pn + pn.T)
+
+
+def gaussian_loglik(nu: np.ndarray, s: np.ndarray) -> float:
+    """log N(nu; 0, s) for one 3-vector."""
+    sol = np.linalg.solve(s, nu)
+    _, logdet = np.linalg.slogdet(s)
+    return float(-0.5 * (nu @ sol + logdet + DIM * _LOG_2PI))
+
+
+def update_many(
+    x: np.ndarray, p: np.ndarray, z: np.ndarray, r: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`update` for G independent (state, measurement) pairs: x (G,6), p (G,6,6), z, r."""
+    s = p[:, :DIM, :DIM] + r
+    k = np.swapaxes(np.linalg.solve(s, p[:, :DIM, :]), 1, 2)  # (G, 6, 3)
+    xn = x + np.einsum("gij,gj->gi", k, z - x[:, :DIM])
+    pn = p - k @ p[:, :DIM, :]
+    return xn, 0.5 * (pn + np.swapaxes(pn, 1, 2))
+
+
+def loglik_many(nu: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """log N(nu_g; 0, s_g) for G vectors: nu (G,3), s (G,3,3)."""
+    sol = np.linalg.solve(s, nu[..., None])[..., 0]
+    _, logdet = np.linalg.slogdet(s)
+    return -0.5 * (np.einsum("gi,gi->g", nu, sol) + logdet + DIM * _LOG_2PI)

@@ -1,0 +1,61 @@
+"""Kalman filter pieces used by the MHT."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mpitrack.track import kalman
+
+
+def test_predict_moves_with_velocity_and_grows_uncertainty() -> None:
+    x = np.array([1.0, 2.0, 3.0, 0.5, -1.0, 0.0])
+    p = np.eye(6)
+    xp, pp = kalman.predict(x, p, 2.0, 0.1)
+    np.testing.assert_allclose(xp, [2.0, 0.0, 3.0, 0.5, -1.0, 0.0])
+    assert np.all(np.diag(pp) > np.diag(p))
+    np.testing.assert_array_equal(pp, pp.T)
+
+
+def test_predict_batches_like_single() -> None:
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(4, 6))
+    a = rng.normal(size=(4, 6, 6))
+    ps = a @ np.swapaxes(a, 1, 2) + np.eye(6)
+    xb, pb = kalman.predict(xs, ps, 1.0, 0.05)
+    for k in range(4):
+        x1, p1 = kalman.predict(xs[k], ps[k], 1.0, 0.05)
+        np.testing.assert_allclose(xb[k], x1)
+        np.testing.assert_allclose(pb[k], p1)
+
+
+def test_update_pulls_towards_measurement_and_shrinks_covariance() -> None:
+    x, p = kalman.initial_state(np.zeros(3), np.eye(3), 1.0)
+    z = np.array([1.0, 0.0, -1.0])
+    xn, pn = kalman.update(x, p, z, np.eye(3))
+    np.testing.assert_allclose(xn[:3], [0.5, 0.0, -0.5])  # equal prior and noise: halfway
+    assert np.all(np.diag(pn)[:3] < np.diag(p)[:3])
+
+
+def test_measurement_noise_has_floor_and_scales_with_spread_over_intensity() -> None:
+    cov = np.diag([4.0, 1.0, 0.0])
+    r = kalman.measurement_noise(cov, 100.0, 0.5, 1.0)
+    np.testing.assert_allclose(np.diag(r), [0.04 + 0.25, 0.01 + 0.25, 0.25])
+    bright = kalman.measurement_noise(cov, 1000.0, 0.5, 1.0)
+    assert bright[0, 0] < r[0, 0]
+
+
+def test_gate_threshold_is_chi2_quantile() -> None:
+    assert kalman.gate_threshold(0.99) == pytest.approx(11.3449, rel=1e-4)
+
+
+def test_innovations_match_single_loglik() -> None:
+    x, p = kalman.initial_state(np.array([1.0, 1.0, 1.0]), 0.5 * np.eye(3), 1.0)
+    z = np.array([[1.5, 1.0, 0.0], [4.0, 4.0, 4.0]])
+    r = np.stack([np.eye(3), 2 * np.eye(3)])
+    d2, ll, s = kalman.innovations(x[None], p[None], z, r)
+    assert d2.shape == (1, 2)
+    assert d2[0, 0] == pytest.approx((0.25 + 1.0) / 1.5)
+    assert ll[0, 1] == pytest.approx(kalman.gaussian_loglik(z[1] - x[:3], s[0, 1]))
+    assert ll[0, 0] > ll[0, 1]
+    assert math.isfinite(ll[0, 1])
