@@ -15,8 +15,22 @@ from collections.abc import Sequence
 from mpitrack import __version__
 from mpitrack.errors import MpitrackError
 
-# Subcommand modules, in the order `mpitrack --help` lists them.
-_COMMANDS = ("simulate", "run", "evaluate", "baseline", "db", "services")
+# Subcommand modules, in the order `mpitrack --help` lists them. A module that
+# is not there (an optional part not installed) is left out of the help.
+_COMMANDS = (
+    "simulate",
+    "run",
+    "evaluate",
+    "baseline",
+    "report",
+    "listen",
+    "dispatch",
+    "work",
+    "stats",
+    "stop",
+    "db",
+    "services",
+)
 
 log = logging.getLogger("mpitrack")
 
