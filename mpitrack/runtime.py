@@ -110,6 +110,7 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
     comm = MPI.COMM_WORLD if comm is None else comm
     rank, size = comm.Get_rank(), comm.Get_size()
     layout = Layout(size)
+    started_wall, started_cpu = time.monotonic(), time.process_time()
     _tag_log_lines(rank, size, layout.role(rank))
     stop = StopFlag()
     stop.install(graceful=rank == 0)
@@ -143,6 +144,9 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
                 setup = {"error": str(exc), "exit_code": exc.exit_code}
         else:
             setup = {}
+        # Rank 0 may take seconds (initdb of an embedded server): the others
+        # wait without spinning, then the broadcast is immediate.
+        _quiet_barrier(comm)
         setup = comm.bcast(setup, root=0)
         if "error" in setup:
             if rank == 0:
@@ -177,6 +181,16 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
                 work(runner, MPIWorkerLink(comm))
             finally:
                 runner.close()
+        wall, cpu = time.monotonic() - started_wall, time.process_time() - started_cpu
+        # Waiting ranks must not spin (see transport/mpi.py): this line shows it.
+        log.info(
+            "rank %d (%s) used %.2f s CPU in %.1f s (%.0f%%)",
+            rank,
+            layout.role(rank),
+            cpu,
+            wall,
+            100.0 * cpu / wall if wall > 0 else 0.0,
+        )
         _quiet_barrier(comm)
         return int(comm.bcast(exit_code, root=0))
 

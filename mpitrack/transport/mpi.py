@@ -2,7 +2,8 @@
 
 Waiting never busy-polls the CPU: MPICH's blocking receive spins, which on an
 oversubscribed node (4 ranks on 2 cores) steals the workers' cycles, so every
-wait here is an Iprobe loop with exponential backoff (50 us up to 5 ms).
+wait here is an Iprobe loop with exponential backoff (50 us up to 20 ms): a
+busy rank answers within microseconds, an idle one wakes 50 times a second.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ TAG_STOP = 4
 TAG_SCAN = 5
 
 _BACKOFF_START = 50e-6
-_BACKOFF_MAX = 5e-3
+_BACKOFF_MAX = 20e-3
 
 
 def wait_for_message(comm: MPI.Comm, source: int, status: MPI.Status) -> None:
