@@ -2,8 +2,12 @@
 
 Waiting never busy-polls the CPU: MPICH's blocking receive spins, which on an
 oversubscribed node (4 ranks on 2 cores) steals the workers' cycles, so every
-wait here is an Iprobe loop with exponential backoff (50 us up to 20 ms): a
-busy rank answers within microseconds, an idle one wakes 50 times a second.
+wait here is an Iprobe loop that sleeps between probes (`Backoff`). The sleep
+grows with the time already spent waiting, not with the number of probes: a
+rank that has waited microseconds sleeps 50 us, so ping-pong stays fast; one
+idle for long wakes 50 times a second and uses well under 1% of a core.
+(A plain doubling backoff feeds back on itself: each side's reply is late
+because the other side's sleep had grown, and both settle at the cap.)
 """
 
 from __future__ import annotations
@@ -22,16 +26,33 @@ TAG_JOB = 3
 TAG_STOP = 4
 TAG_SCAN = 5
 
-_BACKOFF_START = 50e-6
-_BACKOFF_MAX = 20e-3
+
+
+class Backoff:
+    """Sleeps between probes: 50 us for the first 2 ms of waiting, 1 ms up to
+    100 ms, then a tenth of the time waited, at most 20 ms."""
+
+    def __init__(self) -> None:
+        self.since = time.monotonic()
+
+    def reset(self) -> None:
+        self.since = time.monotonic()
+
+    def sleep(self) -> None:
+        waited = time.monotonic() - self.since
+        if waited < 2e-3:
+            time.sleep(50e-6)
+        elif waited < 0.1:
+            time.sleep(1e-3)
+        else:
+            time.sleep(min(20e-3, waited / 10))
 
 
 def wait_for_message(comm: MPI.Comm, source: int, status: MPI.Status) -> None:
     """Block until a message from ``source`` is waiting, sleeping between probes."""
-    delay = _BACKOFF_START
+    backoff = Backoff()
     while not comm.Iprobe(source=source, tag=MPI.ANY_TAG, status=status):
-        time.sleep(delay)
-        delay = min(delay * 2, _BACKOFF_MAX)
+        backoff.sleep()
 
 
 class MPIDispatcherLink:
@@ -49,6 +70,7 @@ class MPIDispatcherLink:
         self.stats_rank = stats_rank
         self.local_stats = local_stats
         self._status = MPI.Status()
+        self._backoff = Backoff()  # reset by every message: busy means responsive
 
     @property
     def workers(self) -> Sequence[int]:
@@ -56,7 +78,6 @@ class MPIDispatcherLink:
 
     def receive(self, timeout: float) -> list[WorkerMessage]:
         deadline = time.monotonic() + timeout
-        delay = _BACKOFF_START
         messages: list[WorkerMessage] = []
         while True:
             while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=self._status):
@@ -65,10 +86,12 @@ class MPIDispatcherLink:
                 if not isinstance(message, JobRequest | JobReport):
                     raise TypeError(f"unexpected message from rank {source}: {message!r}")
                 messages.append(message)
-            if messages or time.monotonic() >= deadline:
+            if messages:
+                self._backoff.reset()
                 return messages
-            time.sleep(delay)
-            delay = min(delay * 2, _BACKOFF_MAX)
+            if time.monotonic() >= deadline:
+                return messages
+            self._backoff.sleep()
 
     def send_job(self, worker: int, job: Job) -> None:
         self.comm.send(job, dest=worker, tag=TAG_JOB)
