@@ -38,7 +38,17 @@ DEFAULT_PATTERN = "region_{region}_frame_{frame}_scan_{scan}.npy"
 
 @dataclass(frozen=True)
 class FramesConfig:
-    """Where frames arrive and what they look like."""
+    """Where frames arrive and what they look like.
+
+    directory: the shared directory the detector (or a producer) writes to.
+    pattern: file names relative to directory: a format string with {region},
+        {frame} and {scan} (it may contain '/', e.g. per-scan subdirectories
+        "scan_{scan}/region_{region}_frame_{frame}_scan_{scan}.npy", recommended
+        past ~50,000 files), or "re:" + a regex with those named groups.
+    frames_per_scan: omega frames in one full scan; omega windows wrap at it.
+    axes: names of the two frame axes (volume axes 1 and 2; axis 0 is omega).
+    shape: expected shape of every frame; null accepts any consistent shape.
+    """
 
     directory: Path = Path("frames")
     pattern: str = DEFAULT_PATTERN
@@ -49,7 +59,11 @@ class FramesConfig:
 
 @dataclass(frozen=True)
 class ScansConfig:
-    """The inclusive range of scans to process; ``last: null`` is open-ended (follow mode)."""
+    """The scans a run processes.
+
+    first: the first scan number.
+    last: the last scan number (inclusive); null = open-ended, for `run --follow`.
+    """
 
     first: int = 0
     last: int | None = None
@@ -57,7 +71,12 @@ class ScansConfig:
 
 @dataclass(frozen=True)
 class RegionConfig:
-    """One region: an inclusive omega window [start, end]; start > end wraps through frame 0."""
+    """One region of diffraction space.
+
+    id: the region number in frame names and in the database.
+    frames: inclusive omega window [start, end]; start > end wraps through frame 0.
+    description: free text stored in the regions table.
+    """
 
     id: int
     frames: tuple[int, int]
@@ -66,18 +85,23 @@ class RegionConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """A server URL; ``None`` starts an embedded server under the work directory."""
+    """A server.
+
+    url: its URL; null starts an embedded server under the work directory.
+    """
 
     url: str | None = None
 
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    """PostgreSQL. url None starts an embedded server under the work directory.
+    """PostgreSQL.
 
+    url: its URL (no password here: use MPITRACK_DATABASE_URL or ~/.pgpass);
+        null starts an embedded server under the work directory.
     synchronous_commit: wait for each job's commit to reach the disk. Off by
-    default: commits stay atomic and an OS crash can only lose the newest
-    commits, which the next run redoes from the equally older checkpoints.
+        default: commits stay atomic and an OS crash can only lose the newest
+        commits, which the next run redoes from the equally older checkpoints.
     """
 
     url: str | None = None
@@ -91,7 +115,8 @@ class RuntimeConfig:
     on_failure: what a region does after one of its jobs fails: ``skip`` the scan
         (the tracker predicts through it), ``stop_region``, or ``abort`` the run.
     poll_interval: seconds between scans of the frame directory.
-    idle_timeout: in follow mode, stop after this many seconds without new frames.
+    idle_timeout: stop after this many seconds without new frames or finished
+        jobs (null = wait for ever; `run --idle-timeout` overrides it).
     connect_retries: bounded retries (with exponential backoff) for servers.
     """
 
@@ -103,7 +128,19 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole experiment's configuration. ``source`` is where it came from, for messages."""
+    """A whole experiment's configuration (``source``: where it came from, for messages).
+
+    run: the experiment's name; Redis keys live under mpitrack:{run}:.
+    regions: the regions to track.
+    workdir: embedded servers, logs and reports go here.
+    frames: where frames arrive and what they look like.
+    scans: which scans to process.
+    detection: spot detection in each region volume.
+    tracking: Multiple Hypothesis Tracking.
+    database: PostgreSQL.
+    redis: Redis.
+    runtime: failures, polling, retries.
+    """
 
     run: str
     regions: tuple[RegionConfig, ...]

@@ -28,6 +28,7 @@ _COMMANDS = (
     "work",
     "stats",
     "stop",
+    "config",
     "db",
     "services",
 )
