@@ -201,6 +201,16 @@ class Scheduler:
             for state in self._regions.values()
         )
 
+    def unfinished(self) -> list[tuple[int, int]]:
+        """(region, next scan) of regions that did not reach the last scan (none if open-ended)."""
+        if self.last_scan is None:
+            return []
+        return [
+            (region, state.next_scan)
+            for region, state in self._regions.items()
+            if not state.stopped and state.next_scan <= self.last_scan
+        ]
+
     @property
     def stopped_regions(self) -> list[int]:
         return [region for region, state in self._regions.items() if state.stopped]

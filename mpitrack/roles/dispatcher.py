@@ -36,13 +36,14 @@ class RunSummary:
     jobs_done: int = 0
     failures: list[Failure] = field(default_factory=list)
     stopped_regions: list[int] = field(default_factory=list)
+    unfinished: list[tuple[int, int]] = field(default_factory=list)
     aborted: bool = False
     elapsed: float = 0.0
     compute_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.aborted
+        return not self.failures and not self.aborted and not self.unfinished
 
     def lines(self) -> list[str]:
         lines = [
@@ -57,6 +58,13 @@ class RunSummary:
             lines.append(f"  regions stopped after a failure: {self.stopped_regions}")
         if self.aborted:
             lines.append("  run aborted after a failure (runtime.on_failure: abort)")
+        if self.unfinished:
+            shown = ", ".join(f"region {r} from scan {s}" for r, s in self.unfinished[:10])
+            more = f" and {len(self.unfinished) - 10} more" if len(self.unfinished) > 10 else ""
+            lines.append(
+                f"  stopped before the last scan: {shown}{more}; run the same command "
+                "again to resume"
+            )
         return lines
 
 
@@ -119,6 +127,7 @@ class Dispatcher:
         last_activity = started
         next_poll = 0.0
         cursor: str | None = None
+        next_waiting_log = started + self.progress_interval
         stopping_workers: set[int] = set()
         active_workers = set(self.link.workers)
         self._probe(self.scheduler.waiting_for())
@@ -167,12 +176,32 @@ class Dispatcher:
                 log.info("scan %d complete for all regions", scan)
                 self.link.scan_complete(scan)
             progress.maybe_log()
+            if time.monotonic() >= next_waiting_log and self.scheduler.in_flight == 0:
+                next_waiting_log = time.monotonic() + self.progress_interval
+                self._log_waiting()
         self.link.close()
         progress.maybe_log(force=True)
         summary.elapsed = time.monotonic() - started
         summary.stopped_regions = self.scheduler.stopped_regions
+        summary.unfinished = self.scheduler.unfinished()
         summary.aborted = self.scheduler.aborted
         return summary
+
+    def _log_waiting(self) -> None:
+        """Say what an idle run is waiting for: a batch log must explain a stall."""
+        waiting = self.scheduler.waiting_for()
+        if not waiting or self.scheduler.finished:
+            return
+        details = []
+        for region, scan in waiting[:3]:
+            missing = self.registry.missing(region, scan, self.windows[region])
+            shown = ", ".join(str(f) for f in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            details.append(
+                f"region {region} scan {scan} (missing {len(missing)} of "
+                f"{len(self.windows[region])} frames: {shown})"
+            )
+        more = f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
+        log.info("waiting for frames: %s%s", "; ".join(details), more)
 
     def _probe(self, pairs: Sequence[tuple[int, int]]) -> bool:
         """Check completeness of (region, scan) pairs the scheduler still needs."""

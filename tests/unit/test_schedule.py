@@ -149,3 +149,11 @@ def test_reports_for_jobs_not_in_flight_are_refused() -> None:
     s = Scheduler([1], first_scan=0, last_scan=3)
     with pytest.raises(ValueError, match="not in flight"):
         s.job_done(Job(1, 0, None), 10)
+
+
+def test_unfinished_names_regions_short_of_the_last_scan() -> None:
+    s = Scheduler([1, 2], first_scan=0, last_scan=1, committed={1: 1})
+    assert s.unfinished() == [(2, 0)]
+    s.drain()
+    assert s.finished and s.unfinished() == [(2, 0)]
+    assert Scheduler([1], first_scan=0, last_scan=None).unfinished() == []
