@@ -6,6 +6,8 @@ import logging
 import time
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from mpitrack.errors import ServiceUnavailable
 from mpitrack.urls import redact_url
@@ -14,8 +16,18 @@ log = logging.getLogger(__name__)
 
 
 def connect(url: str, retries: int = 5, backoff: float = 0.5) -> redis.Redis:
-    """A client whose server answered PING; ServiceUnavailable after ``retries`` retries."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=10, health_check_interval=30)
+    """A client whose server answered PING; ServiceUnavailable after ``retries`` retries.
+
+    Once connected, each command is retried by redis-py itself (3 times, with
+    exponential backoff up to 2 s), so a blip in a long run is ridden out
+    while a dead server still surfaces as an error within seconds.
+    """
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=10,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
+    )
     for attempt in range(retries + 1):
         try:
             client.ping()
