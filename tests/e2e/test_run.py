@@ -101,11 +101,17 @@ def test_four_ranks_give_the_same_rows_as_one_process(
     experiment: Path, postgres_server_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     single = make_database(postgres_server_url, "e2e_single")
+    two_ranks = make_database(postgres_server_url, "e2e_two_ranks")
     parallel = make_database(postgres_server_url, "e2e_parallel")
     env = env_for(single, redis_url, "single")
     env["MPITRACK_WORKDIR"] = str(tmp_path / "single")
     one = run_mpitrack(experiment, 1, env)
     assert one.returncode == 0, one.stderr
+    env = env_for(two_ranks, redis_url, "two")
+    env["MPITRACK_WORKDIR"] = str(tmp_path / "two")
+    two = run_mpitrack(experiment, 2, env)
+    assert two.returncode == 0, two.stderr
+    assert "rank 0/2 dispatcher" in two.stderr and "scan 7:" in two.stderr  # stats on rank 0
     env = env_for(parallel, redis_url, "parallel")
     env["MPITRACK_WORKDIR"] = str(tmp_path / "parallel")
     four = run_mpitrack(experiment, 4, env)
@@ -113,6 +119,7 @@ def test_four_ranks_give_the_same_rows_as_one_process(
     assert "48 jobs committed, 0 failed" in four.stderr
     expected = rows(single)
     assert expected, "the single-process run wrote no rows"
+    assert rows(two_ranks) == expected
     assert rows(parallel) == expected
     assert query(parallel, "SELECT count(*) FROM scan_stats") == [(8,)]
     assert_never_two_jobs_in_flight(job_events(tmp_path / "parallel"))
@@ -280,3 +287,40 @@ def test_bad_config_exits_2_and_unreachable_database_exits_3(tmp_path: Path) -> 
     )
     assert result.returncode == 3, result.stderr
     assert "127.0.0.1:9" in result.stderr and "pw@" not in result.stderr
+
+
+@pytest.mark.parametrize("how", ["stop key", "SIGTERM"])
+def test_follow_mode_ends_on_a_stop_request_after_committing(
+    how: str, database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    config = simulate(tmp_path / "exp", "--scenario", "isolated", "--regions", "2", "--scans", "3")
+    env = env_for(database_url, redis_url, f"follow-{how.replace(' ', '-')}")
+    workdir = tmp_path / "work"
+    env["MPITRACK_WORKDIR"] = str(workdir)
+    command = [MPIEXEC, "-n", "3", MPITRACK, "run", "--config", str(config), "--follow"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        log = workdir / "logs" / "jobs.jsonl"
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.read_text().count('"done"') == 6):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the run did not process the frames"
+            time.sleep(0.05)
+        if how == "stop key":
+            client = redis.Redis.from_url(redis_url)
+            client.set(f"mpitrack:{env['MPITRACK_RUN']}:stop", "1")
+            client.close()
+        else:
+            process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert "finishing the jobs in flight" in stderr or "finishing in-flight jobs" in stderr
+    assert query(
+        database_url, "SELECT region_id, scan_number FROM tracker_checkpoints ORDER BY region_id"
+    ) == [(0, 2), (1, 2)]
