@@ -30,7 +30,14 @@ from mpitrack.urls import redact_url
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-SCHEMA_VERSION = 1
+
+
+def _latest_schema_version() -> int:
+    numbers = [int(p.name[:3]) for p in (SQL_DIR / "migrations").glob("[0-9][0-9][0-9]_*.sql")]
+    return max([1, *numbers])
+
+
+SCHEMA_VERSION = _latest_schema_version()
 TABLES = (
     "regions",
     "tracks",
@@ -213,6 +220,8 @@ _COMMIT_SQL = (
     SELECT DISTINCT region_id, track_id FROM staging_measurements
     ON CONFLICT DO NOTHING
     """,
+    # Rows of the open window that the new answer no longer has; their tracks
+    # may be left without rows (dropped below).
     """
     WITH gone AS (
         DELETE FROM measurements m
@@ -237,25 +246,43 @@ _COMMIT_SQL = (
     WHERE (measurements.detected, measurements.overlapping, measurements.features)
           IS DISTINCT FROM (excluded.detected, excluded.overlapping, excluded.features)
     """,
+    # First/last detected scans, incrementally. The window ends at the job's
+    # scan, the region's newest, and rows before it are final, so: the first
+    # detection stays if it precedes the window, else it is the window's
+    # first; the last is the window's last, else the stored one if it precedes
+    # the window, else (rare: the window lost its detections) an index probe.
     """
-    INSERT INTO affected_tracks SELECT DISTINCT region_id, track_id FROM staging_measurements
-    """,
-    """
+    WITH spans AS (
+        SELECT region_id, track_id,
+               min(scan_number) FILTER (WHERE detected) AS first_in_window,
+               max(scan_number) FILTER (WHERE detected) AS last_in_window
+        FROM staging_measurements GROUP BY region_id, track_id
+        UNION ALL
+        SELECT DISTINCT a.region_id, a.track_id, NULL::integer, NULL::integer
+        FROM affected_tracks a
+        WHERE NOT EXISTS (SELECT 1 FROM staging_measurements s
+                          WHERE s.region_id = a.region_id AND s.track_id = a.track_id)
+    ),
+    spans_now AS (
+        SELECT t.region_id, t.track_id,
+               t.first_detected_scan AS old_first, t.last_detected_scan AS old_last,
+               CASE WHEN t.first_detected_scan < w.first_scan THEN t.first_detected_scan
+                    ELSE s.first_in_window END AS new_first,
+               CASE WHEN s.last_in_window IS NOT NULL THEN s.last_in_window
+                    WHEN t.last_detected_scan < w.first_scan THEN t.last_detected_scan
+                    ELSE (SELECT max(m.scan_number) FROM measurements m
+                          WHERE m.region_id = t.region_id AND m.track_id = t.track_id
+                            AND m.detected AND m.scan_number < w.first_scan)
+               END AS new_last
+        FROM tracks t
+        JOIN spans s USING (region_id, track_id)
+        JOIN staging_windows w USING (region_id)
+    )
     UPDATE tracks t
-    SET first_detected_scan = span.first_scan, last_detected_scan = span.last_scan
-    FROM (SELECT DISTINCT region_id, track_id FROM affected_tracks) a,
-    LATERAL (
-        SELECT
-            (SELECT min(m.scan_number) FROM measurements m
-             WHERE m.region_id = a.region_id AND m.track_id = a.track_id AND m.detected)
-                AS first_scan,
-            (SELECT max(m.scan_number) FROM measurements m
-             WHERE m.region_id = a.region_id AND m.track_id = a.track_id AND m.detected)
-                AS last_scan
-    ) span
-    WHERE t.region_id = a.region_id AND t.track_id = a.track_id
-      AND (t.first_detected_scan, t.last_detected_scan)
-          IS DISTINCT FROM (span.first_scan, span.last_scan)
+    SET first_detected_scan = n.new_first, last_detected_scan = n.new_last
+    FROM spans_now n
+    WHERE t.region_id = n.region_id AND t.track_id = n.track_id
+      AND (n.old_first, n.old_last) IS DISTINCT FROM (n.new_first, n.new_last)
     """,
     """
     DELETE FROM tracks t
