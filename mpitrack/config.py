@@ -127,6 +127,20 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """The live HTML report the statistics role keeps up to date.
+
+    enabled: write the report (statistics are stored either way).
+    directory: where it goes; null = <workdir>/report.
+    refresh_interval: seconds between redraws while a run goes on.
+    """
+
+    enabled: bool = True
+    directory: Path | None = None
+    refresh_interval: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment's configuration (``source``: where it came from, for messages).
 
@@ -140,6 +154,7 @@ class Config:
     database: PostgreSQL.
     redis: Redis.
     runtime: failures, polling, retries.
+    report: the live HTML report.
     """
 
     run: str
@@ -152,6 +167,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     redis: ServiceConfig = field(default_factory=ServiceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     source: str = "<defaults>"
 
     def region(self, region_id: int) -> RegionConfig:
@@ -214,10 +230,14 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
 
+    report_dir = config.report.directory
     return dataclasses.replace(
         config,
         workdir=absolute(config.workdir),
         frames=dataclasses.replace(config.frames, directory=absolute(config.frames.directory)),
+        report=dataclasses.replace(
+            config.report, directory=None if report_dir is None else absolute(report_dir)
+        ),
     )
 
 
@@ -392,5 +412,7 @@ def _validate(config: Config) -> None:
     runtime = config.runtime
     if runtime.poll_interval <= 0:
         raise ConfigError(source, "runtime.poll_interval", f"{runtime.poll_interval} must be > 0")
+    if config.report.refresh_interval <= 0:
+        raise ConfigError(source, "report.refresh_interval", "must be > 0")
     if runtime.connect_retries < 0:
         raise ConfigError(source, "runtime.connect_retries", "must be >= 0")

@@ -92,6 +92,17 @@ def windows_of(config: Config) -> dict[int, tuple[int, ...]]:
     return {r.id: omega_window(r.frames[0], r.frames[1], n) for r in config.regions}
 
 
+def statistics_for(conn, config: Config) -> ScanStatistics:
+    """The statistics role of this run, with its live report as configured."""
+    return ScanStatistics(
+        conn,
+        config,
+        config.report.directory,
+        report=config.report.enabled,
+        refresh_interval=config.report.refresh_interval,
+    )
+
+
 def prepare_database(config: Config, database_url: str) -> dict[int, int]:
     """Apply the schema, record the regions, and return the committed scan per region."""
     with store.connect(database_url, retries=config.runtime.connect_retries) as conn:
@@ -172,7 +183,7 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
             from mpitrack.transport.mpi import MPIStatsLink
 
             with store.connect(database_url, retries=config.runtime.connect_retries) as conn:
-                serve(ScanStatistics(conn), MPIStatsLink(comm))
+                serve(statistics_for(conn, config), MPIStatsLink(comm))
         else:
             from mpitrack.transport.mpi import MPIWorkerLink
 
@@ -236,7 +247,7 @@ def _run_dispatcher(
             stats_conn = stack.enter_context(
                 store.connect(database_url, retries=config.runtime.connect_retries)
             )
-        local_stats = ScanStatistics(stats_conn) if stats_conn is not None else None
+        local_stats = statistics_for(stats_conn, config) if stats_conn is not None else None
         if layout.size == 1:
             from mpitrack.transport.local import LOCAL_WORKER, LocalLink
 
@@ -260,7 +271,10 @@ def _run_dispatcher(
             else config.runtime.idle_timeout,
             job_log=job_log,
         )
-        return dispatcher.run()
+        summary = dispatcher.run()
+        if local_stats is not None:
+            local_stats.finish()
+        return summary
 
 
 def _quiet_barrier(comm) -> None:

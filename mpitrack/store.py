@@ -45,6 +45,7 @@ TABLES = (
     "tracker_checkpoints",
     "job_failures",
     "scan_stats",
+    "scan_distributions",
 )
 _SCHEMA_LOCK_KEY = 0x6D70697472  # pg_advisory_xact_lock key: "mpitr"
 

@@ -2,35 +2,21 @@
 
 Computed from the database when a scan is complete for every region. Rows of
 the newest scans may still be revised by the MHT (its N-scan window), so the
-counts describe the best hypothesis at the time; `mpitrack report` recomputes
-them from the final rows.
+counts describe the best hypothesis at the time; the statistics role
+recomputes the scans of that window as later scans complete, and `mpitrack
+report` recomputes everything from the final rows.
+
+Births and deaths compare this scan's rows with the previous scan's: a track
+missed in a scan still has a (predicted) row there, so "a row in this scan and
+none in the previous one" is exactly a new track, and the reverse a track the
+tracker ended. The queries are in `query.py`; this module only counts.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import psycopg
-
-_COUNTS_SQL = """
-WITH this_scan AS (
-    SELECT region_id, track_id, detected, overlapping
-    FROM measurements WHERE scan_number = %(scan)s
-),
-previous AS (
-    SELECT region_id, track_id FROM measurements WHERE scan_number = %(scan)s - 1
-)
-SELECT
-    (SELECT count(DISTINCT region_id) FROM this_scan),
-    (SELECT count(*) FROM this_scan),
-    (SELECT count(*) FROM this_scan WHERE detected),
-    (SELECT count(*) FROM this_scan WHERE NOT detected),
-    (SELECT count(*) FROM this_scan WHERE detected AND overlapping),
-    (SELECT count(*) FROM tracks WHERE first_detected_scan = %(scan)s),
-    (SELECT count(*) FROM previous p
-      WHERE NOT EXISTS (SELECT 1 FROM this_scan t
-                        WHERE t.region_id = p.region_id AND t.track_id = p.track_id))
-"""
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -54,22 +40,23 @@ class ScanCounts:
         )
 
 
-def scan_counts(conn: psycopg.Connection, scan: int) -> ScanCounts:
-    row = conn.execute(_COUNTS_SQL, {"scan": scan}).fetchone()
-    conn.commit()
-    assert row is not None
-    return ScanCounts(scan, *(int(v) for v in row))
-
-
-def save_scan_counts(conn: psycopg.Connection, counts: ScanCounts) -> None:
-    values = asdict(counts)
-    values["scan_number"] = values.pop("scan")
-    columns = ", ".join(values)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in values if c != "scan_number")
-    with conn.transaction():
-        conn.execute(
-            f"INSERT INTO scan_stats ({columns}, computed_at) "
-            f"VALUES ({', '.join(f'%({c})s' for c in values)}, now()) "
-            f"ON CONFLICT (scan_number) DO UPDATE SET {updates}, computed_at = now()",
-            values,
-        )
+def count_rows(
+    scan: int,
+    region_ids: np.ndarray,
+    detected: np.ndarray,
+    overlapping: np.ndarray,
+    continued: np.ndarray,
+    deaths: int,
+) -> ScanCounts:
+    """Counts from one scan's rows (one entry per row); continued: the track has a row in scan-1."""
+    detected = np.asarray(detected, dtype=bool)
+    return ScanCounts(
+        scan=scan,
+        regions=int(np.unique(np.asarray(region_ids)).size),
+        live_tracks=int(detected.size),
+        detected=int(detected.sum()),
+        missed=int((~detected).sum()),
+        overlapping=int((detected & np.asarray(overlapping, dtype=bool)).sum()),
+        births=int((~np.asarray(continued, dtype=bool)).sum()),
+        deaths=int(deaths),
+    )

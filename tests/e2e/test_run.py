@@ -36,6 +36,8 @@ def env_for(database_url: str, redis_url: str, run: str) -> dict[str, str]:
         MPITRACK_REDIS_URL=redis_url,
         MPITRACK_RUN=run,
         MPITRACK_RUNTIME__POLL_INTERVAL="0.05",
+        # The HTML report costs seconds per run; one test below checks it.
+        MPITRACK_REPORT__ENABLED="false",
     )
     return env
 
@@ -114,6 +116,7 @@ def test_four_ranks_give_the_same_rows_as_one_process(
     assert "rank 0/2 dispatcher" in two.stderr and "scan 7:" in two.stderr  # stats on rank 0
     env = env_for(parallel, redis_url, "parallel")
     env["MPITRACK_WORKDIR"] = str(tmp_path / "parallel")
+    env["MPITRACK_REPORT__ENABLED"] = "true"
     four = run_mpitrack(experiment, 4, env)
     assert four.returncode == 0, four.stderr
     assert "48 jobs committed, 0 failed" in four.stderr
@@ -122,6 +125,8 @@ def test_four_ranks_give_the_same_rows_as_one_process(
     assert rows(two_ranks) == expected
     assert rows(parallel) == expected
     assert query(parallel, "SELECT count(*) FROM scan_stats") == [(8,)]
+    report = (tmp_path / "parallel" / "report" / "index.html").read_text()
+    assert "FINAL" in report and "scan_stats.csv" in report
     assert_never_two_jobs_in_flight(job_events(tmp_path / "parallel"))
     # Re-running a finished run changes nothing.
     again = run_mpitrack(experiment, 4, env)
