@@ -65,13 +65,14 @@ class RunOptions:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT (and SIGUSR2, which SGE's -notify sends before killing)."""
+    """Set by SIGTERM/SIGINT, and by SIGUSR1/SIGUSR2: SGE's -notify sends SIGUSR2 before
+    a kill and SIGUSR1 before a suspend or at s_rt, and MPICH's mpiexec forwards them."""
 
     def __init__(self) -> None:
         self.requested = False
 
     def install(self, graceful: bool) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(signum, self._on_signal if graceful else self._ignore)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
