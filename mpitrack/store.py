@@ -241,7 +241,7 @@ _COMMIT_SQL = (
     INSERT INTO measurements (region_id, track_id, scan_number, detected, overlapping, features)
     SELECT region_id, track_id, scan_number, detected, overlapping, features
     FROM staging_measurements
-    ON CONFLICT (region_id, track_id, scan_number) DO UPDATE
+    ON CONFLICT (region_id, scan_number, track_id) DO UPDATE
     SET detected = excluded.detected, overlapping = excluded.overlapping,
         features = excluded.features
     WHERE (measurements.detected, measurements.overlapping, measurements.features)
@@ -370,8 +370,12 @@ class JobWriter:
                                 encode_features(row.features, where),
                             )
                         )
+            # Temporary tables have no statistics until analysed; without
+            # them the planner guesses thousands of rows and scans whole
+            # tables, so a commit would slow down as the tables grow.
+            cur.execute("ANALYZE staging_windows, staging_measurements")
             for statement in _COMMIT_SQL:
-                cur.execute(statement, prepare=True)
+                cur.execute(statement)
             cur.executemany(
                 "INSERT INTO tracker_checkpoints (region_id, scan_number, format_version, state) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (region_id) DO UPDATE "

@@ -29,14 +29,14 @@ CREATE TABLE IF NOT EXISTS measurements (
     detected    boolean NOT NULL,
     overlapping boolean NOT NULL DEFAULT false,
     features    jsonb   NOT NULL DEFAULT '{}'::jsonb,
-    UNIQUE (region_id, track_id, scan_number),
+    -- One row per track and scan. Ordered (region, scan, track) because the
+    -- hot lookups are "this region's rows in these scans" (a job's window).
+    UNIQUE (region_id, scan_number, track_id),
     FOREIGN KEY (region_id, track_id) REFERENCES tracks (region_id, track_id)
 );
 
--- Indexes. (region_id, track_id) lookups use the UNIQUE index above, whose
--- leading columns they are: a separate (region_id, track_id) index would only
--- cost every insert.
 CREATE INDEX IF NOT EXISTS measurements_scan_idx ON measurements (scan_number);
+CREATE INDEX IF NOT EXISTS measurements_region_track_idx ON measurements (region_id, track_id);
 -- A track's detections in scan order: first/last detected scan, trajectories.
 CREATE INDEX IF NOT EXISTS measurements_detected_idx
     ON measurements (region_id, track_id, scan_number) WHERE detected;
