@@ -153,6 +153,26 @@ def raw_copy(url: str, scans: list[list[store.JobResult]]) -> float:
         return time.perf_counter() - started
 
 
+def commit_ms_at_size(server: str, preloaded_scans: int, regions: int, tracks: int) -> float:
+    """Milliseconds per one-job commit once the table holds preloaded_scans scans of rows."""
+    url = fresh_database(server)
+    try:
+        with store.connect(url, retries=0) as conn:
+            store.ensure_regions(conn, [(r, "") for r in range(regions)])
+            writer = store.JobWriter(conn)
+            for scan in range(preloaded_scans):
+                writer.commit(make_jobs(regions, scan, tracks, seed=scan))
+            conn.execute("ANALYZE")
+            conn.commit()
+            jobs = make_jobs(regions, preloaded_scans, tracks, seed=preloaded_scans)
+            started = time.perf_counter()
+            for job in jobs:
+                writer.commit([job])
+            return 1000 * (time.perf_counter() - started) / len(jobs)
+    finally:
+        drop_database(server, url)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="server to use (default: embedded PostgreSQL)")
@@ -194,6 +214,16 @@ def main() -> int:
                 finally:
                     drop_database(server, url)
                 timings[name].append(seconds)
+        growth = {
+            str(scans * args.regions * args.tracks): round(
+                statistics.median(
+                    commit_ms_at_size(server, scans, args.regions, args.tracks)
+                    for _ in range(args.repeats)
+                ),
+                2,
+            )
+            for scans in (10, 100)
+        }
     rate = {
         name: (naive_rows if name == "naive" else rows) / statistics.median(values)
         for name, values in timings.items()
@@ -209,6 +239,7 @@ def main() -> int:
         "batched_over_naive": round(rate["batched"] / rate["naive"], 1),
         "per_job_commit_over_naive": round(rate["per_job_commit"] / rate["naive"], 1),
         "batched_over_raw_copy": round(rate["batched"] / rate["raw_copy"], 3),
+        "per_job_commit_ms_by_table_rows": growth,
         "seconds": {name: [round(v, 3) for v in values] for name, values in timings.items()},
     }
     json.dump(result, sys.stdout, indent=2)
