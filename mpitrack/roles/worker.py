@@ -32,6 +32,10 @@ class StateMismatch(RuntimeError):
     """The region's checkpoint is not at the scan the dispatcher expects."""
 
 
+class AlreadyCommitted(Exception):
+    """The job's scan is committed already (a redelivered or repeated job)."""
+
+
 def merge_steps(results: Sequence[StepResult]) -> tuple[int, list[TrackRow]]:
     """Combine consecutive step results into one commit: (first open scan, rows).
 
@@ -77,6 +81,7 @@ class JobRunner:
     def run(self, job: Job) -> JobReport:
         started = time.perf_counter()
         try:
+            tracker = self._tracker_for(job)
             volume = load_volume(
                 self.config.frames.directory,
                 self.pattern,
@@ -85,7 +90,6 @@ class JobRunner:
                 self.windows[job.region],
                 self.config.frames.shape,
             )
-            tracker = self._tracker_for(job)
             compute_started = time.perf_counter()
             first = self.config.scans.first if job.after_scan is None else job.after_scan + 1
             results = [tracker.step(skipped, None) for skipped in range(first, job.scan)]
@@ -111,6 +115,9 @@ class JobRunner:
                 seconds=time.perf_counter() - started,
                 compute_seconds=compute,
             )
+        except AlreadyCommitted:
+            log.info("region %d scan %d is committed already: nothing to do", job.region, job.scan)
+            return JobReport(self.worker, job, ok=True, seconds=time.perf_counter() - started)
         except FrameError as exc:
             return self._failed(job, started, str(exc), file=str(exc.path))
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -130,6 +137,8 @@ class JobRunner:
         detect, mht, axes = self.config.detection, self.config.tracking, self.config.frames.axes
         checkpoint = store.load_checkpoint(self.conn, job.region)
         found = None if checkpoint is None else checkpoint.scan
+        if found is not None and found >= job.scan:
+            raise AlreadyCommitted
         if found != job.after_scan:
             raise StateMismatch(
                 f"region {job.region}: checkpoint is at scan {found}, "
