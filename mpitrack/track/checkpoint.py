@@ -19,7 +19,7 @@ import numpy as np
 
 from mpitrack.track.mht import KINDS, Entry, Leaf, MHTState, ScanRecord, Tree
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: leaf_solo (solo detections per leaf)
 _MAGIC = "mpitrack-mht"
 _IU = np.triu_indices(6)
 _IU3 = np.triu_indices(3)
@@ -75,6 +75,7 @@ def encode_state(state: MHTState) -> bytes:
         "leaf_intensity_var": np.array([lf.intensity_var for lf in leaves], dtype=np.float64),
         "leaf_score": np.array([lf.score for lf in leaves], dtype=np.float64),
         "leaf_misses": np.array([lf.misses for lf in leaves], dtype=np.int32),
+        "leaf_solo": np.array([lf.solo for lf in leaves], dtype=np.int32),
         "leaf_flags": np.array(
             [int(lf.dead) | (int(lf.incumbent) << 1) for lf in leaves], dtype=np.uint8
         ),
@@ -172,6 +173,7 @@ def decode_state(data: bytes) -> MHTState:
                     score=float(a["leaf_score"][k]),
                     history=entries[pos : pos + nh],
                     width=_sym3(a["leaf_width"][k]),
+                    solo=int(a["leaf_solo"][k]),
                 )
             )
             pos += nh

@@ -77,6 +77,10 @@ _REP_LEAVES = 4  # leaves per tree tried as a group's representative
 _FRAGMENT_GATE = 6.25  # chi2(3) 90 %: fragments' separation against their summed widths
 _WIDTH_SMOOTHING = 0.3  # weight of a new solo detection in a track's width estimate
 _INTENSITY_CAP_SIGMA = 4.0  # the intensity term saturates: intensities may jump
+_DEBLEND_WIDTH_NOISE = 0.5  # member-position noise of a deblended pair, x mean width
+_DEBLEND_DIST_NOISE = 0.1  # ... plus this x (separation)^2 along the pair's axis
+_DEBLEND_SIGN_SHARE = 0.5  # predicted share of the measured separation to trust its sign
+_SOLO_CAP = 1000  # the solo-detection count only needs to pass overlap_min_detections
 _FREE = object()  # marker: spot not yet claimed in the branch and bound
 
 
@@ -111,6 +115,19 @@ class MHTParams:
         (std); a track's intensity is a scalar Kalman filter in log space,
         updated only by solo detections, so its uncertainty grows while it is
         missed or overlapping.
+    overlap_distance: a row is flagged ``overlapping`` when the track's centre
+        is closer than this to another track's, in units of their summed
+        Gaussian widths (the simulator's definition; 1.0 ~ the Sparrow limit,
+        where two spots show a single maximum).
+    overlap_min_detections: a track may share a spot only after this many
+        solo detections: a noise fragment born beside a real spot would
+        otherwise ride along inside it as an "overlap" for ever, its intensity
+        plus the real track's adding up to the spot's by construction.
+    death_probability: prior that a live track ends in a scan; the death of a
+        track (its ``max_misses``-th consecutive miss) pays log of it once.
+        Without it, "my partner died and I took the merged spot alone" would
+        cost nothing once the misses leave the window, and long merges would
+        end in a death instead of an overlap.
     process_noise: white-acceleration variance (voxel^2 / scan^3) of the
         constant-velocity model.
     initial_velocity_std: prior velocity spread of a new track (voxel / scan).
@@ -135,9 +152,12 @@ class MHTParams:
     max_overlap: int = 3
     overlap_intensity_tolerance: float = 0.4
     intensity_log_sigma: float = 0.05
-    overlap_probability: float = 0.3
+    overlap_probability: float = 0.6
     fragment_probability: float = 0.001
     intensity_drift: float = 0.05
+    overlap_distance: float = 1.0
+    overlap_min_detections: int = 2
+    death_probability: float = 0.01
     process_noise: float = 0.2
     initial_velocity_std: float = 1.5
     measurement_noise_floor: float = 0.25
@@ -161,6 +181,9 @@ class MHTParams:
             "overlap_probability": 0.0 < self.overlap_probability <= 1.0,
             "fragment_probability": 0.0 <= self.fragment_probability <= 1.0,
             "intensity_drift": self.intensity_drift >= 0.0,
+            "overlap_distance": self.overlap_distance > 0.0,
+            "overlap_min_detections": self.overlap_min_detections >= 1,
+            "death_probability": 0.0 < self.death_probability <= 1.0,
             "process_noise": self.process_noise >= 0.0,
             "initial_velocity_std": self.initial_velocity_std >= 0.0,
             "measurement_noise_floor": self.measurement_noise_floor > 0.0,
@@ -205,6 +228,7 @@ class Leaf:
     score: float  # sum of the open entries' scores
     history: list[Entry]
     width: np.ndarray  # (3, 3) the track's spot covariance, from its solo detections
+    solo: int = 0  # solo detections (D, F) so far, saturating at _SOLO_CAP
 
 
 @dataclass
@@ -286,6 +310,7 @@ class MHT:
         pd = params.detection_probability
         self._log_pd = math.log(pd)
         self._log_miss = math.log(1.0 - pd)
+        self._log_death = math.log(params.death_probability)
         self._log_clutter = math.log(params.clutter_density)
         self._birth_score = math.log(params.birth_density / params.clutter_density)
         self._gate = kalman.gate_threshold(params.gate_probability)
@@ -465,7 +490,14 @@ class MHT:
                     vpred[i],
                     misses,
                     kind == DEAD,
-                    Entry(scan, kind, -1, -1, _pos3(xp[i]), self._log_miss),
+                    Entry(
+                        scan,
+                        kind,
+                        -1,
+                        -1,
+                        _pos3(xp[i]),
+                        self._log_miss + (self._log_death if kind == DEAD else 0.0),
+                    ),
                     keep_incumbent=True,
                 )
             )
@@ -491,6 +523,7 @@ class MHT:
                 self._birth_score,
                 [entry],
                 cov[j].copy(),
+                1,
             )
             st.trees.append(Tree(st.next_uid, scan, j, 0, False, [leaf]))
             st.next_uid += 1
@@ -589,6 +622,7 @@ class MHT:
         keep_incumbent: bool = False,
         width: np.ndarray | None = None,
     ) -> Leaf:
+        solo = parent.solo + (1 if entry.kind in (DETECTED, FRAGMENTS) else 0)
         return Leaf(
             x=np.array(x, dtype=float),
             p=np.array(pcov, dtype=float),
@@ -600,6 +634,7 @@ class MHT:
             score=parent.score + entry.score,
             history=[*parent.history, entry],
             width=parent.width if width is None else width,
+            solo=min(solo, _SOLO_CAP),
         )
 
     @staticmethod
@@ -616,6 +651,7 @@ class MHT:
             leaf.score,
             [*leaf.history, entry],
             leaf.width,
+            leaf.solo,
         )
 
     def _overlap_children(
@@ -644,7 +680,8 @@ class MHT:
         for j in range(z.shape[0]):
             by_tree: dict[int, list[int]] = {}
             for i in np.flatnonzero(member[:, j]):
-                by_tree.setdefault(live[i][0].uid, []).append(int(i))
+                if live[i][1].solo >= p.overlap_min_detections:
+                    by_tree.setdefault(live[i][0].uid, []).append(int(i))
             if len(by_tree) < 2:
                 continue
             # representative leaf per tree: its best-scoring member leaf
@@ -709,7 +746,16 @@ class MHT:
         offset = cov[jj] - widths  # where inside the blob the member may sit
         evals, evecs = np.linalg.eigh(0.5 * (offset + np.swapaxes(offset, 1, 2)))
         offset = (evecs * np.maximum(evals, 0.0)[:, None, :]) @ np.swapaxes(evecs, 1, 2)
-        xn, pn = kalman.update_many(xp[own], pp[own], z[jj], r[jj] + offset + 0.5 * widths)
+        zm = z[jj].copy()
+        rm = r[jj] + offset + 0.5 * widths
+        pairs = np.array([job[4] == 2 for job in jobs])
+        if pairs.any():
+            at = np.flatnonzero(pairs)
+            dz, dr, sure = self._deblend_pairs(
+                idx[at, :2], w[at, :2], xp, live, z[jj[at]], r[jj[at]], cov[jj[at]]
+            )
+            zm[at[sure]], rm[at[sure]] = dz[sure], dr[sure]
+        xn, pn = kalman.update_many(xp[own], pp[own], zm, rm)
         for q, (i, _, j, g, k) in enumerate(jobs):
             joint = (
                 -self._log_clutter
@@ -726,13 +772,91 @@ class MHT:
             )
         return out
 
+    @staticmethod
+    def _deblend_pairs(
+        idx: np.ndarray,
+        w: np.ndarray,
+        xp: np.ndarray,
+        live: list[tuple[Tree, Leaf]],
+        z: np.ndarray,
+        r: np.ndarray,
+        cov: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each member of a two-track blob sits, from the blob's centroid and spread.
+
+        A blob of two spots with intensity fractions w1, w2, widths C1, C2 and
+        centres d apart has centroid w1 x1 + w2 x2 and covariance
+        w1 C1 + w2 C2 + w1 w2 d d^T. The excess spread over the members' own
+        widths therefore measures |d| along its main axis (the sign comes from
+        the prediction), and member 1 sits at z + w2 d: a real measurement of
+        each member's centre, so tracks crossing inside one blob keep moving
+        at their own pace, and members that sit on each other (no excess
+        spread) are pulled to the blob's centre. Rows: (member, partner).
+        Returns the members' position measurements, their noise, and whether
+        the prediction tells the sign of d (see below).
+        """
+        own = np.stack([live[i][1].width for i in idx[:, 0]])
+        other = np.stack([live[i][1].width for i in idx[:, 1]])
+        w1, w2 = w[:, 0], w[:, 1]
+        excess = cov - w1[:, None, None] * own - w2[:, None, None] * other
+        excess = 0.5 * (excess + np.swapaxes(excess, 1, 2))
+        evals, evecs = np.linalg.eigh(excess)
+        lam = np.maximum(evals[:, -1], 0.0)
+        axis = evecs[:, :, -1]
+        dist = np.sqrt(lam / np.maximum(w1 * w2, 1e-6))
+        predicted = xp[idx[:, 0], :3] - xp[idx[:, 1], :3]
+        sign = np.where(np.einsum("qi,qi->q", predicted, axis) >= 0.0, 1.0, -1.0)
+        d = (sign * dist)[:, None] * axis
+        zm = z + w2[:, None] * d
+        # a sign the prediction cannot tell (members predicted on top of each
+        # other while the blob stretches: a merged pair starting to split) is
+        # not guessed: the loose update towards the blob's centre is kept and
+        # the next solo detections (intensity) decide who went where
+        sure = np.abs(np.einsum("qi,qi->q", predicted, axis)) >= _DEBLEND_SIGN_SHARE * dist
+        # the spread estimate is rough: its error grows with the partner's share
+        # and with the members' widths (a blob's second moment is noisy)
+        scale = (w2**2)[:, None, None]
+        rm = r + scale * (_DEBLEND_WIDTH_NOISE * 0.5 * (own + other))
+        rm = rm + scale * (_DEBLEND_DIST_NOISE * dist**2)[:, None, None] * (
+            axis[:, :, None] * axis[:, None, :]
+        )
+        return zm, rm, sure
+
     # ----------------------------------------------------------------- prune
+
+    def _prune_scores(self, tree: Tree) -> list[float]:
+        """Leaf scores for pruning inside one tree, with each overlap's shared part added back.
+
+        An overlap entry gives each of its k members only 1/k of the group's
+        joint likelihood ratio; the partners hold the rest. Compared inside
+        one tree, a member's overlap leaf therefore looks (k-1)/k of that
+        ratio (~6 nats per scan for a pair) worse than taking the spot alone,
+        although jointly the overlap may be the better answer: a long merge
+        would be pruned away before the solver ever saw it. Pruning ranks
+        leaves by score plus that missing share (never less than the score).
+        """
+        groups = {rec.scan: rec.groups for rec in self.state.window}
+        base = self._log_pd + self._log_overlap
+        out = []
+        for lf in tree.leaves:
+            bonus = 0.0
+            for e in lf.history:
+                if e.kind == OVERLAP:
+                    k = len(groups[e.scan][e.group][1])
+                    bonus += max(0.0, (k - 1) * (e.score - base))
+            out.append(lf.score + bonus)
+        return out
 
     def _prune_margin(self) -> None:
         margin = self.params.leaf_score_margin
         for tree in self.state.trees:
-            best = max(lf.score for lf in tree.leaves)
-            tree.leaves = [lf for lf in tree.leaves if lf.incumbent or lf.score >= best - margin]
+            scores = self._prune_scores(tree)
+            best = max(scores)
+            tree.leaves = [
+                lf
+                for lf, sc in zip(tree.leaves, scores, strict=True)
+                if lf.incumbent or sc >= best - margin
+            ]
 
     def _drop_unsupported(self) -> None:
         """Remove overlap leaves whose partners no longer hold the same overlap."""
@@ -794,7 +918,8 @@ class MHT:
                 lf.incumbent = lf is best
             if len(tree.leaves) <= cap:
                 continue
-            order = sorted(range(len(tree.leaves)), key=lambda a: (-tree.leaves[a].score, a))
+            scores = self._prune_scores(tree)
+            order = sorted(range(len(tree.leaves)), key=lambda a: (-scores[a], a))
             keep = [a for a in order if tree.leaves[a] is best]
             keep += [a for a in order if tree.leaves[a] is not best][: cap - len(keep)]
             tree.leaves = [tree.leaves[a] for a in sorted(keep)]
@@ -1054,6 +1179,7 @@ class MHT:
     def _rows(self, chosen: dict[int, Leaf | None]) -> list[TrackRow]:
         st = self.state
         shown: list[tuple[Tree, list[Entry]]] = []
+        sigmas: dict[int, np.ndarray] = {}
         for tree in st.trees:
             leaf = chosen.get(tree.uid)
             if leaf is None:
@@ -1064,6 +1190,8 @@ class MHT:
                     entries.pop()
             if entries:
                 shown.append((tree, entries))
+                sigmas[tree.uid] = np.sqrt(np.maximum(np.diag(leaf.width), 0.0))
+        unresolved = self._unresolved(shown, sigmas)
         for tree, _ in sorted(
             shown, key=lambda te: (te[0].birth_scan, te[0].birth_spot, te[0].uid)
         ):
@@ -1079,7 +1207,11 @@ class MHT:
                 if e.kind == DETECTED:
                     feats = dict(rec.features[e.spot])
                     feats["position"] = self._posdict(e.pos)
-                    rows.append(TrackRow(tree.public_id, e.scan, True, False, feats))
+                    rows.append(
+                        TrackRow(
+                            tree.public_id, e.scan, True, (tree.uid, e.scan) in unresolved, feats
+                        )
+                    )
                 elif e.kind == FRAGMENTS:  # the brighter fragment's features, summed intensity
                     feats = dict(rec.features[e.spot])
                     feats["position"] = self._posdict(e.pos)
@@ -1089,7 +1221,11 @@ class MHT:
                     ):
                         feats["intensity"] = a["intensity"] + b["intensity"]
                     feats["fragments"] = 2
-                    rows.append(TrackRow(tree.public_id, e.scan, True, False, feats))
+                    rows.append(
+                        TrackRow(
+                            tree.public_id, e.scan, True, (tree.uid, e.scan) in unresolved, feats
+                        )
+                    )
                 elif e.kind == OVERLAP:
                     feats = dict(rec.features[e.spot])
                     if "position" in feats:
@@ -1098,7 +1234,11 @@ class MHT:
                     feats["overlap_with"] = sorted(
                         by_uid[u].public_id for u in rec.groups[e.group][1] if u != tree.uid
                     )
-                    rows.append(TrackRow(tree.public_id, e.scan, True, True, feats))
+                    rows.append(
+                        TrackRow(
+                            tree.public_id, e.scan, True, (tree.uid, e.scan) in unresolved, feats
+                        )
+                    )
                 else:
                     feats = {"position": self._posdict(e.pos), "predicted": True}
                     if e.kind == UNUSABLE:
@@ -1106,6 +1246,35 @@ class MHT:
                     rows.append(TrackRow(tree.public_id, e.scan, False, False, feats))
         rows.sort(key=lambda row: (row.scan, row.track_id))
         return rows
+
+    def _unresolved(
+        self, shown: list[tuple[Tree, list[Entry]]], sigmas: dict[int, np.ndarray]
+    ) -> set[tuple[int, int]]:
+        """(tree uid, scan) of tracks whose centre lies within the resolution limit of another's.
+
+        The ``overlapping`` flag: two tracks whose estimated centres are closer
+        than ``overlap_distance`` in units of their summed widths
+        (``||(c_i - c_j) / (sigma_i + sigma_j)||``, sigmas from the tracks'
+        solo spot covariances) cannot be told apart by detection (the Sparrow
+        limit), whether detection happened to return one spot (an overlap
+        hypothesis) or two. A shared spot alone is not enough: a faint
+        neighbour on the flank of a bright spot may merge into its blob while
+        both centres stay resolvable (``overlap_with`` still names the sharers).
+        """
+        limit = self.params.overlap_distance
+        by_scan: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for tree, entries in shown:
+            for e in entries:
+                if e.kind in (DETECTED, OVERLAP, FRAGMENTS):
+                    by_scan.setdefault(e.scan, []).append((tree.uid, np.asarray(e.pos)))
+        out: set[tuple[int, int]] = set()
+        for scan, items in by_scan.items():
+            for (u, a), (v, b) in itertools.combinations(items, 2):
+                scale = np.maximum(sigmas[u] + sigmas[v], 1e-6)
+                if float(np.linalg.norm((a - b) / scale)) < limit:
+                    out.add((u, scan))
+                    out.add((v, scan))
+        return out
 
     # -------------------------------------------------------------- finalize
 

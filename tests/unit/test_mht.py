@@ -307,3 +307,57 @@ def test_branch_and_bound_agrees_with_the_integer_program() -> None:
         return out
 
     assert run("auto") == run("milp")
+
+
+def merge_split_spots(s: int) -> list[Spot]:
+    """A bright and a faint spot meet, sit on each other for 8 scans, then leave sideways."""
+    if s < 5:
+        return [spot((5.0, 4.0 + s, 10.0), 300.0), spot((5.0, 16.0 - s, 10.0), 120.0)]
+    if s <= 12:
+        return [spot((5.0, 10.0, 10.0), 420.0)]
+    d = float(s - 12)
+    return [spot((5.0, 10.0, 10.0 + d), 300.0), spot((5.0, 10.0, 10.0 - d), 120.0)]
+
+
+def test_long_merge_keeps_both_tracks_and_restores_identities_by_intensity() -> None:
+    tr = tracker()
+    db: dict[tuple[int, int], TrackRow] = {}
+    for s in range(18):
+        apply(db, tr.step_spots(s, merge_split_spots(s)))
+    assert sorted({tid for tid, _ in db}) == [1, 2]  # no death, no new track after the split
+    bright = 1 if db[(1, 0)].features["intensity"] == 300.0 else 2
+    for s in range(6, 12):  # deep inside the merge: both tracks on the blob, flagged
+        assert db[(1, s)].detected and db[(2, s)].detected
+        assert db[(1, s)].overlapping and db[(2, s)].overlapping
+    for s in range(15, 18):  # after the split the bright track went to +tth
+        assert db[(bright, s)].features["intensity"] == 300.0
+        assert db[(bright, s)].features["position"]["tth"] > 10.0
+        assert not db[(bright, s)].overlapping
+
+
+def test_noise_fragment_beside_a_new_spot_does_not_ride_along_as_an_overlap() -> None:
+    tr = tracker()
+    db: dict[tuple[int, int], TrackRow] = {}
+    # scan 0: detection cuts the spot in two; afterwards it is one spot of the summed intensity
+    apply(db, tr.step_spots(0, [spot((3.0, 10.6, 10.0), 700.0), spot((3.0, 9.0, 10.0), 300.0)]))
+    for s in range(1, 8):
+        apply(db, tr.step_spots(s, [spot((3.0, 10.0, 10.0), 1000.0)]))
+    late = [row for (tid, s), row in db.items() if s >= 4]
+    assert len({row.track_id for row in late}) == 1
+    assert not any(row.overlapping for row in late)
+
+
+def test_two_detected_spots_within_the_resolution_limit_are_flagged() -> None:
+    """overlapping = centres closer than the summed widths, even when detection split them."""
+    tr = tracker()
+    for s in range(6):
+        res = tr.step_spots(s, [spot((5.0, 10.0, 10.0)), spot((5.0, 10.0, 11.5))])
+        now = rows_at(res, s)
+    assert set(now) == {1, 2}
+    assert all(r.detected and r.overlapping for r in now.values())  # 1.5 < 1 + 1
+    tr = tracker()
+    for s in range(6):
+        res = tr.step_spots(s, [spot((5.0, 10.0, 10.0)), spot((5.0, 10.0, 12.5))])
+        now = rows_at(res, s)
+    assert set(now) == {1, 2}
+    assert not any(r.overlapping for r in now.values())  # 2.5 > 1 + 1
