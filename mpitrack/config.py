@@ -127,6 +127,48 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class DetectorConfig:
+    """Raw detector frames, cut into the regions' frames by rank 0 (docs/detector.md).
+
+    instrument: the instrument file (panels, geometry, omega axis).
+    regions_file: every region's (eta x 2theta) grid, as `mpitrack detector
+        regions` writes it; the config's regions (id, frames) must agree with it.
+    directory: where the detector writes its files.
+    format: ``hdf5`` (one frame stack per scan, or per scan and panel) or
+        ``npy`` (one full frame per file).
+    files: file names relative to directory, with {scan} and optionally {panel}
+        (hdf5) or {scan}, {frame} and optionally {panel} (npy), e.g.
+        "{panel}_{scan:06d}.h5"; without {panel} one stored image holds every
+        panel at its offset.
+    dataset: the HDF5 dataset of shape (frames, rows, cols), {panel} allowed:
+        "/imageseries/images" (CHESS), "/entry/data/data" (NeXus, Eiger).
+    ready: when an HDF5 file is complete: ``settle`` (mtime at least settle_s
+        old and the file opens under HDF5's file lock, which a writer holds) or
+        ``marker`` (the producer writes <file><marker_suffix> when done).
+    settle_s: seconds an HDF5 file's mtime must be old in settle mode.
+    marker_suffix: the "done" marker's suffix in marker mode.
+    poll_budget_s: at most this many seconds of cutting per poll, so rank 0
+        keeps dispatching while it cuts a backlog.
+    lookahead: scans past the newest scan seen that are polled for files.
+    cache: directory of the cached interpolation matrices; null =
+        <frames.directory>/.samplers (dot-directories are never scanned).
+    """
+
+    instrument: Path
+    regions_file: Path
+    directory: Path = Path("raw")
+    format: Literal["hdf5", "npy"] = "hdf5"
+    files: str = "{panel}_{scan:06d}.h5"
+    dataset: str = "/imageseries/images"
+    ready: Literal["settle", "marker"] = "settle"
+    settle_s: float = 1.0
+    marker_suffix: str = ".done"
+    poll_budget_s: float = 1.0
+    lookahead: int = 2
+    cache: Path | None = None
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """The live HTML report the statistics role keeps up to date.
 
@@ -155,6 +197,8 @@ class Config:
     redis: Redis.
     runtime: failures, polling, retries.
     report: the live HTML report.
+    detector: raw detector frames cut into region frames by rank 0 (null: frames
+        arrive as region files); see docs/detector.md.
     """
 
     run: str
@@ -168,6 +212,7 @@ class Config:
     redis: ServiceConfig = field(default_factory=ServiceConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    detector: DetectorConfig | None = None
     source: str = "<defaults>"
 
     def region(self, region_id: int) -> RegionConfig:
@@ -220,7 +265,7 @@ def load_config(
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     """Build and validate a Config from plain data (paths stay as given)."""
-    config = _build(Config, raw, source, "")
+    config = build_section(Config, raw, source, "")
     config = dataclasses.replace(config, source=source)
     _validate(config)
     return config
@@ -231,6 +276,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         return p if p.is_absolute() else (base / p).resolve()
 
     report_dir = config.report.directory
+    detector = None if config.detector is None else resolve_detector_paths(config.detector, base)
     return dataclasses.replace(
         config,
         workdir=absolute(config.workdir),
@@ -238,7 +284,32 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         report=dataclasses.replace(
             config.report, directory=None if report_dir is None else absolute(report_dir)
         ),
+        detector=detector,
     )
+
+
+def resolve_detector_paths(detector: DetectorConfig, base: Path) -> DetectorConfig:
+    """The detector section with its relative paths made relative to ``base``."""
+
+    def absolute(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else (base / p).resolve()
+
+    return dataclasses.replace(
+        detector,
+        instrument=absolute(detector.instrument),
+        regions_file=absolute(detector.regions_file),
+        directory=absolute(detector.directory),
+        cache=absolute(detector.cache),
+    )
+
+
+def validate_detector(source: str, detector: DetectorConfig) -> None:
+    if detector.settle_s < 0:
+        raise ConfigError(source, "detector.settle_s", "must be >= 0")
+    if detector.poll_budget_s <= 0:
+        raise ConfigError(source, "detector.poll_budget_s", "must be > 0")
+    if detector.lookahead < 0:
+        raise ConfigError(source, "detector.lookahead", "must be >= 0")
 
 
 def _refuse_password(raw: Mapping[str, Any], source: str) -> None:
@@ -294,7 +365,8 @@ def _kind(value: Any) -> str:
     )
 
 
-def _build(cls: type, raw: Any, source: str, path: str) -> Any:
+def build_section(cls: type, raw: Any, source: str, path: str) -> Any:
+    """A config dataclass from plain data; errors name source and key path."""
     if not isinstance(raw, Mapping):
         raise ConfigError(source, path or "<top>", f"expected a mapping, got {_kind(raw)}")
     hints = typing.get_type_hints(cls)
@@ -350,7 +422,7 @@ def _convert(hint: Any, value: Any, source: str, path: str) -> Any:
             for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, source, path)
+        return build_section(hint, value, source, path)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(source, path, f"expected true or false, got {value!r}")
@@ -412,6 +484,8 @@ def _validate(config: Config) -> None:
     runtime = config.runtime
     if runtime.poll_interval <= 0:
         raise ConfigError(source, "runtime.poll_interval", f"{runtime.poll_interval} must be > 0")
+    if config.detector is not None:
+        validate_detector(source, config.detector)
     if config.report.refresh_interval <= 0:
         raise ConfigError(source, "report.refresh_interval", "must be > 0")
     if runtime.connect_retries < 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import textwrap
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,12 @@ import yaml
 from mpitrack.config import Config
 
 _FIELD_LINE = re.compile(r"^(\w+): (.*)$")
-_PLACEHOLDERS = {"run": "my-experiment", "regions": [{"id": 0, "frames": [100, 110]}]}
+_PLACEHOLDERS = {
+    "run": "my-experiment",
+    "regions": [{"id": 0, "frames": [100, 110]}],
+    "instrument": "instrument.yaml",
+    "regions_file": "regions.yaml",
+}
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -37,6 +43,15 @@ def field_help(cls: type) -> dict[str, str]:
         else:
             current = None
     return entries
+
+
+def optional_section(hint: Any) -> type | None:
+    """The dataclass of an ``X | None`` section, else None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            return inner[0]
+    return None
 
 
 def _plain(value: Any) -> Any:
@@ -62,6 +77,16 @@ def _section_lines(cls: type, indent: str) -> list[str]:
         if dataclasses.is_dataclass(hint):
             lines.append(f"{indent}{f.name}:")
             lines.extend(_section_lines(hint, indent + "  "))
+            continue
+        optional = optional_section(hint)
+        if optional is not None:
+            # An optional section: off by default, its keys shown commented out.
+            lines.append(f"{indent}{f.name}: null")
+            lines.append(f"{indent}# {f.name}:")
+            lines.extend(
+                f"{indent}# {line[len(indent):]}" if line.strip() else line
+                for line in _section_lines(optional, indent + "  ")
+            )
             continue
         if f.default is not dataclasses.MISSING:
             value = _plain(f.default)

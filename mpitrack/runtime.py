@@ -25,7 +25,7 @@ from mpitrack.config import Config
 from mpitrack.errors import MpitrackError
 from mpitrack.frames import DirectoryScanner, FramePattern
 from mpitrack.regions import omega_window
-from mpitrack.roles.dispatcher import Dispatcher, JobLog, RunSummary
+from mpitrack.roles.dispatcher import Dispatcher, FrameFeed, JobLog, RunSummary
 from mpitrack.roles.stats import ScanStatistics, serve
 from mpitrack.roles.worker import JobRunner, work
 from mpitrack.schedule import Scheduler
@@ -128,6 +128,7 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
     stop.install(graceful=rank == 0)
     with contextlib.ExitStack() as stack:
         setup: dict[str, object]
+        cutter = None
         if rank == 0:
             try:
                 urls = stack.enter_context(
@@ -137,6 +138,10 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
                 )
                 assert urls.database_url is not None and urls.redis_url is not None
                 committed = prepare_database(config, urls.database_url)
+                if config.detector is not None:
+                    from mpitrack.detector.settings import make_cutter
+
+                    cutter = make_cutter(config, config.detector)
                 redis_client.connect(urls.redis_url, config.runtime.connect_retries).close()
                 setup = {
                     "database_url": urls.database_url,
@@ -174,8 +179,9 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
                 options,
                 database_url,
                 str(setup["redis_url"]),
-                setup["committed"],
-                stop,  # type: ignore[arg-type]
+                setup["committed"],  # type: ignore[arg-type]
+                stop,
+                cutter,
             )
             for line in summary.lines():
                 (log.info if summary.ok else log.error)("%s", line)
@@ -222,6 +228,7 @@ def _run_dispatcher(
     redis_url: str,
     committed: dict[int, int],
     stop: StopFlag,
+    cutter: FrameFeed | None = None,
 ) -> RunSummary:
     from mpitrack.registry import RedisRegistry
 
@@ -238,10 +245,16 @@ def _run_dispatcher(
         scheduler.total_jobs if scheduler.total_jobs is not None else "open-ended",
         f" (resuming: {len(committed)} regions have checkpoints)" if committed else "",
     )
-    scanner = DirectoryScanner(config.frames.directory, FramePattern(config.frames.pattern))
+    # With a detector, rank 0 reads each raw frame once and writes the region
+    # frames (docs/detector.md); otherwise producers write region frames.
+    scanner: FrameFeed = cutter or DirectoryScanner(
+        config.frames.directory, FramePattern(config.frames.pattern)
+    )
     job_log = JobLog.open(job_log_path(config.workdir))
     with contextlib.ExitStack() as stack:
         stack.callback(job_log.close)
+        if cutter is not None:
+            stack.callback(cutter.close)
         stack.callback(client.close)
         stats_conn = None
         if layout.stats_rank is None:

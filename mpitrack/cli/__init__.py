@@ -19,6 +19,7 @@ from mpitrack.errors import MpitrackError
 # is not there (an optional part not installed) is left out of the help.
 _COMMANDS = (
     "simulate",
+    "detector",
     "run",
     "evaluate",
     "baseline",

@@ -168,6 +168,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="write into a non-empty output directory"
     )
+    p.add_argument(
+        "--detector",
+        action="store_true",
+        help="write full detector frames (HDF5, two panels) instead of region files: "
+        "the same as `mpitrack detector simulate --out DIR --scans S --seed SEED`",
+    )
     p.set_defaults(handler=run)
 
 
@@ -183,6 +189,13 @@ def _scenarios(values: list[str] | None) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.detector:
+        from mpitrack.cli import build_parser
+
+        forwarded = ["detector", "simulate", "--out", str(args.out), "--scans", str(args.scans)]
+        forwarded += ["--seed", str(args.seed)] + (["--overwrite"] if args.overwrite else [])
+        detector_args = build_parser().parse_args(forwarded)
+        return int(detector_args.handler(detector_args))
     scenarios = _scenarios(args.scenario)
     params = SimParams(
         region_shape=tuple(args.region_shape),

@@ -12,15 +12,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
-from mpitrack.frames import DirectoryScanner
+from mpitrack.frames import FrameKey
 from mpitrack.progress import Progress
 from mpitrack.registry import FrameRegistry
 from mpitrack.schedule import Job, Scheduler
 from mpitrack.transport.base import DispatcherLink, JobReport, JobRequest
 
 log = logging.getLogger(__name__)
+
+
+class FrameFeed(Protocol):
+    """Where new frames come from: the directory scanner, or the detector cutter."""
+
+    def poll(self) -> list[FrameKey]: ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ class Dispatcher:
     """Runs a scheduler to completion over a link.
 
     windows: the omega window (frame numbers) of every region.
-    scanner: rank 0's directory scanner (None when an external listener registers frames).
+    scanner: rank 0's frame feed (None when an external listener registers frames).
     stop_requested: polled each loop (SIGTERM flag, the Redis stop key).
     idle_timeout: drain after this many seconds without new frames or jobs.
     """
@@ -113,7 +119,7 @@ class Dispatcher:
     registry: FrameRegistry
     link: DispatcherLink
     windows: Mapping[int, Sequence[int]]
-    scanner: DirectoryScanner | None = None
+    scanner: FrameFeed | None = None
     poll_interval: float = 0.5
     stop_requested: Callable[[], bool] = lambda: False
     idle_timeout: float | None = None

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from mpitrack.config import Config, config_from_dict
-from mpitrack.config_doc import annotated_defaults, field_help
+from mpitrack.config_doc import annotated_defaults, field_help, optional_section
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -17,8 +17,9 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 def sections(cls: type) -> list[type]:
     found = [cls]
     for hint in typing.get_type_hints(cls).values():
-        if dataclasses.is_dataclass(hint):
-            found += sections(hint)
+        inner = hint if dataclasses.is_dataclass(hint) else optional_section(hint)
+        if inner is not None:
+            found += sections(inner)
     return found
 
 
