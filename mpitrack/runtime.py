@@ -129,6 +129,7 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
     with contextlib.ExitStack() as stack:
         setup: dict[str, object]
         cutter = None
+        setup_error: Exception | None = None
         if rank == 0:
             try:
                 urls = stack.enter_context(
@@ -157,8 +158,10 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
                     redact_url(urls.database_url),
                     redact_url(urls.redis_url),
                 )
-            except MpitrackError as exc:
-                setup = {"error": str(exc), "exit_code": exc.exit_code}
+            except Exception as exc:  # every rank must learn of it, or they wait for ever
+                setup_error = exc
+                code = exc.exit_code if isinstance(exc, MpitrackError) else 1
+                setup = {"error": str(exc), "exit_code": code}
         else:
             setup = {}
         # Rank 0 may take seconds (initdb of an embedded server): the others
@@ -166,8 +169,8 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
         _quiet_barrier(comm)
         setup = comm.bcast(setup, root=0)
         if "error" in setup:
-            if rank == 0:
-                raise _reraise(setup)
+            if setup_error is not None:
+                raise setup_error
             return int(setup["exit_code"])  # type: ignore[arg-type]
         database_url = str(setup["database_url"])
         exit_code = 0
@@ -211,12 +214,6 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
         )
         _quiet_barrier(comm)
         return int(comm.bcast(exit_code, root=0))
-
-
-def _reraise(setup: dict[str, object]) -> MpitrackError:
-    error = MpitrackError(str(setup["error"]))
-    error.exit_code = int(setup["exit_code"])  # type: ignore[arg-type]
-    return error
 
 
 def _run_dispatcher(
