@@ -79,6 +79,29 @@ class JobRunner:
         self.conn.close()
 
     def run(self, job: Job) -> JobReport:
+        """Run a job; a lost database connection is re-established and the job run again.
+
+        Losing the connection is not the job's fault, and counting it as a failed
+        job would make the failure policy skip a scan whose frames were fine.
+        """
+        try:
+            return self._run_once(job)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning(
+                "region %d scan %d: database connection lost (%s); reconnecting and retrying",
+                job.region,
+                job.scan,
+                str(exc).strip().splitlines()[0] if str(exc) else exc,
+            )
+            self.trackers.pop(job.region, None)
+            self._reconnect()
+        try:
+            return self._run_once(job)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._reconnect()
+            return self._failed(job, time.perf_counter(), f"database error: {exc}".strip())
+
+    def _run_once(self, job: Job) -> JobReport:
         started = time.perf_counter()
         try:
             tracker = self._tracker_for(job)
@@ -120,11 +143,8 @@ class JobRunner:
             return JobReport(self.worker, job, ok=True, seconds=time.perf_counter() - started)
         except FrameError as exc:
             return self._failed(job, started, str(exc), file=str(exc.path))
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            # The connection is gone; it is not the job's fault, but the job
-            # did not commit. Reconnect for the next one.
-            self._reconnect()
-            return self._failed(job, started, f"database error: {exc}".strip())
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
         except Exception as exc:
             log.exception("region %d scan %d: tracker error", job.region, job.scan)
             return self._failed(job, started, f"{type(exc).__name__}: {exc}")
