@@ -9,6 +9,8 @@ embedded PostgreSQL and one embedded Redis serve the whole session.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +22,16 @@ from mpitrack import services, store
 
 
 @pytest.fixture(scope="session")
-def services_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("services")
+def services_workdir() -> Iterator[Path]:
+    """Where the embedded servers live: not under pytest's temp root, which every new
+    pytest session chmods to 0700, locking out the unprivileged user that an embedded
+    PostgreSQL runs as when the tests run as root."""
+    path = Path(tempfile.mkdtemp(prefix="mpitrack-test-services-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,9 +21,23 @@ from mpitrack.transport.base import JobReport
 pytestmark = pytest.mark.timeout(300)
 
 
-def shared_tmp(comm, tmp_path: Path) -> Path:
-    """rank 0's tmp_path, known to every rank."""
-    return Path(comm.bcast(str(tmp_path) if comm.rank == 0 else None, root=0))
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory made by rank 0 and known to every rank. Not under pytest's temp
+    root: each rank's pytest session chmods that to 0700, which would lock out the
+    unprivileged user an embedded PostgreSQL runs as when the tests run as root."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    made = None
+    if comm.rank == 0:
+        made = tempfile.mkdtemp(prefix="mpitrack-mpi-test-")
+        Path(made).chmod(0o755)
+    path = Path(comm.bcast(made, root=0))
+    yield path
+    comm.Barrier()
+    if comm.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def on_rank0(comm, step):
@@ -98,14 +115,14 @@ def test_every_job_runs_exactly_once_and_scans_complete_in_order() -> None:
 
 
 @pytest.mark.mpi(min_size=4)
-def test_run_on_all_ranks_equals_a_one_process_run(tmp_path: Path) -> None:
+def test_run_on_all_ranks_equals_a_one_process_run(shared_tmp: Path) -> None:
     from mpi4py import MPI
 
     from mpitrack.runtime import RunOptions, run
     from mpitrack.sim.writer import ExperimentSpec, simulate
 
     comm = MPI.COMM_WORLD
-    base = shared_tmp(comm, tmp_path)
+    base = shared_tmp
     spec = ExperimentSpec(base / "exp", scenarios=("crossing", "drifting"), regions=4, scans=5)
     on_rank0(comm, lambda: simulate(spec))
     config = load_config(
