@@ -16,15 +16,20 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import psycopg
 
 from mpitrack import services, store
 from mpitrack.track.checkpoint import FORMAT_VERSION
 from mpitrack.track.result import TrackRow
+
+
+def fresh_database(server_url: str) -> str:
+    url = store.create_database(server_url, "mpitrack_bench")
+    with store.connect(url, retries=0) as conn:
+        store.apply_schema(conn)
+    return url
 
 
 def features(rng: np.random.Generator) -> dict:
@@ -59,22 +64,6 @@ def make_jobs(n_regions: int, scan: int, tracks: int, seed: int) -> list[store.J
         )
         for region in range(n_regions)
     ]
-
-
-def fresh_database(server_url: str) -> str:
-    name = f"mpitrack_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = store.with_database(server_url, name)
-    with store.connect(url, retries=0) as conn:
-        store.apply_schema(conn)
-    return url
-
-
-def drop_database(server_url: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def batched(url: str, scans: list[list[store.JobResult]], jobs_per_commit: int) -> float:
@@ -170,7 +159,7 @@ def commit_ms_at_size(server: str, preloaded_scans: int, regions: int, tracks: i
                 writer.commit([job])
             return 1000 * (time.perf_counter() - started) / len(jobs)
     finally:
-        drop_database(server, url)
+        store.drop_database(server, url)
 
 
 def main() -> int:
@@ -212,7 +201,7 @@ def main() -> int:
                     else:
                         seconds = raw_copy(url, scans)
                 finally:
-                    drop_database(server, url)
+                    store.drop_database(server, url)
                 timings[name].append(seconds)
         growth = {
             str(scans * args.regions * args.tracks): round(

@@ -28,7 +28,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import psycopg
 
 from mpitrack import services, store
 from mpitrack.config import load_config
@@ -59,13 +58,6 @@ def simulate(out: Path, regions: int, scans: int, fps: float | None = None) -> s
     if fps is not None:
         command += ["--fps", str(fps)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL)
-
-
-def fresh_database(server_url: str) -> str:
-    name = f"mpitrack_pipeline_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return store.with_database(server_url, name)
 
 
 def start_run(
@@ -170,7 +162,7 @@ def main() -> int:
                 runs = []
                 for repeat in range(args.repeats):
                     workdir = base / f"batch-{workers}-{repeat}"
-                    database_url = fresh_database(urls.database_url)
+                    database_url = store.create_database(urls.database_url, "mpitrack_pipeline")
                     finish(start_run(config, workers, database_url, urls.redis_url, workdir))
                     runs.append(throughput(job_log(workdir), workers))
                 result["throughput"][str(workers)] = {
@@ -184,7 +176,7 @@ def main() -> int:
                 live_config = out / "experiment.yaml"
                 live_config.write_text((base / "batch" / "experiment.yaml").read_text())
                 workdir = base / f"live-run-{workers}"
-                database_url = fresh_database(urls.database_url)
+                database_url = store.create_database(urls.database_url, "mpitrack_pipeline")
                 tracker = start_run(live_config, workers, database_url, urls.redis_url, workdir)
                 if simulate(out, args.regions, args.scans, fps=args.fps).wait() != 0:
                     raise SystemExit("simulation failed")

@@ -38,29 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-
-import psycopg
 
 from mpitrack import services, store
 
 BIN = Path(sys.executable).parent
 MPITRACK = str(BIN / "mpitrack")
 MPIEXEC = str(BIN / "mpiexec")
-
-
-def fresh_database(server_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return store.with_database(server_url, name)
-
-
-def drop_database(server_url: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def job_figures(workdir: Path) -> dict[str, float]:
@@ -174,7 +158,7 @@ def main() -> int:
             results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
             for repeat in range(args.repeats):
                 for mode, runner in modes.items():
-                    url = fresh_database(urls.database_url)
+                    url = store.create_database(urls.database_url, "bench")
                     workdir = base / f"{mode}-{repeat}"
                     env = dict(
                         os.environ,
@@ -188,7 +172,7 @@ def main() -> int:
                         wall = runner(config, env, args.workers)
                         figures = job_figures(workdir)
                     finally:
-                        drop_database(urls.database_url, url)
+                        store.drop_database(urls.database_url, url)
                     figures["wall_s"] = wall
                     results[mode].append(figures)
                     print(f"{mode} #{repeat + 1}: {json.dumps(figures)}", file=sys.stderr)

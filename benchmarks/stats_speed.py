@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -33,24 +32,15 @@ from mpitrack.stats.storage import save_scan_stats
 AXES = ("omega", "eta", "tth")
 
 
-def log(message: str) -> None:
-    print(f"[stats_speed] {message}", file=sys.stderr, flush=True)
-
-
 def fresh_database(server_url: str) -> str:
-    name = f"mpitrack_bench_stats_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = store.with_database(server_url, name)
+    url = store.create_database(server_url, "mpitrack_bench_stats")
     with store.connect(url, retries=0) as conn:
         store.apply_schema(conn)
     return url
 
 
-def drop_database(server_url: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def log(message: str) -> None:
+    print(f"[stats_speed] {message}", file=sys.stderr, flush=True)
 
 
 def explain(conn: psycopg.Connection, sql: str, params: dict) -> list[str]:
@@ -177,7 +167,7 @@ def main() -> int:
             try:
                 result = run(url, args, workdir)
             finally:
-                drop_database(urls.database_url, url)
+                store.drop_database(urls.database_url, url)
     finally:
         if not args.keep:
             import shutil

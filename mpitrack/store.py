@@ -15,12 +15,14 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mpitrack.errors import ServiceUnavailable, UsageError
@@ -62,6 +64,26 @@ def describe_server(url: str) -> str:
 def with_database(url: str, dbname: str) -> str:
     """The same server's connection string for another database."""
     return make_conninfo(url, dbname=dbname)
+
+
+def create_database(server_url: str, prefix: str = "mpitrack") -> str:
+    """A new empty database with a unique name on the server of ``server_url``; its URL.
+
+    For tests and benchmarks, which each want a clean database on one server.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, url: str) -> None:
+    """Drop the database of ``url`` (connections to it are closed first)."""
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def connect(

@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from mpitrack import services, store
@@ -49,14 +47,11 @@ def postgres_server_url(services_workdir: Path) -> Iterator[str]:
 @pytest.fixture
 def empty_database_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty database on the test server, dropped afterwards."""
-    name = f"mpitrack_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    url = store.create_database(postgres_server_url, "mpitrack_test")
     try:
-        yield store.with_database(postgres_server_url, name)
+        yield url
     finally:
-        with psycopg.connect(postgres_server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        store.drop_database(postgres_server_url, url)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from mpitrack.config import Config, load_config
@@ -54,3 +55,28 @@ def workdir_and_database(args: argparse.Namespace) -> tuple[Path, str | None]:
     if url is None and getattr(args, "workdir", None) is None:
         raise UsageError("give --config FILE, --database-url URL or set MPITRACK_DATABASE_URL")
     return Path(getattr(args, "workdir", None) or "runs/default").resolve(), url
+
+
+def parse_scans(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if not match or int(match.group(1)) > int(match.group(2)):
+        raise UsageError(f"--scans {text!r}: expected A:B with 0 <= A <= B, e.g. --scans 0:19")
+    return int(match.group(1)), int(match.group(2))
+
+
+def load_run_config(args: argparse.Namespace) -> Config:
+    """The config of a run (`mpitrack run`, `mpitrack dispatch`), with --scans,
+    --database-url and --redis-url applied; a bounded run needs a last scan."""
+    overrides: dict[str, object] = {}
+    if args.scans:
+        overrides["scans.first"], overrides["scans.last"] = parse_scans(args.scans)
+    if args.database_url:
+        overrides["database.url"] = args.database_url
+    if args.redis_url:
+        overrides["redis.url"] = args.redis_url
+    config = load_config(args.config, overrides=overrides)
+    if not args.follow and config.scans.last is None:
+        raise UsageError(
+            f"{args.config}: scans.last is not set: give --scans A:B, set it, or use --follow"
+        )
+    return config

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mpitrack.cli.common import add_config_argument
-from mpitrack.cli.run import parse_scans
-from mpitrack.config import load_config
+from mpitrack.cli.common import add_config_argument, load_run_config
 from mpitrack.errors import UsageError
 
 
@@ -49,18 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mpitrack import process_mode
 
-    overrides: dict[str, object] = {}
-    if args.scans:
-        overrides["scans.first"], overrides["scans.last"] = parse_scans(args.scans)
-    if args.database_url:
-        overrides["database.url"] = args.database_url
-    if args.redis_url:
-        overrides["redis.url"] = args.redis_url
-    config = load_config(args.config, overrides=overrides)
-    if not args.follow and config.scans.last is None:
-        raise UsageError(
-            f"{args.config}: scans.last is not set: give --scans A:B, set it, or use --follow"
-        )
+    config = load_run_config(args)
     if args.slots is not None and args.slots < 1:
         raise UsageError(f"--slots {args.slots}: must be >= 1")
     options = process_mode.DispatchOptions(

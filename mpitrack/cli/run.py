@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import re
 
-from mpitrack.cli.common import add_config_argument
-from mpitrack.config import load_config
-from mpitrack.errors import UsageError
+from mpitrack.cli.common import add_config_argument, load_run_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,27 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def parse_scans(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
-    if not match or int(match.group(1)) > int(match.group(2)):
-        raise UsageError(f"--scans {text!r}: expected A:B with 0 <= A <= B, e.g. --scans 0:19")
-    return int(match.group(1)), int(match.group(2))
-
-
 def run(args: argparse.Namespace) -> int:
     from mpitrack import runtime
 
-    overrides: dict[str, object] = {}
-    if args.scans:
-        overrides["scans.first"], overrides["scans.last"] = parse_scans(args.scans)
-    if args.database_url:
-        overrides["database.url"] = args.database_url
-    if args.redis_url:
-        overrides["redis.url"] = args.redis_url
-    config = load_config(args.config, overrides=overrides)
-    if not args.follow and config.scans.last is None:
-        raise UsageError(
-            f"{args.config}: scans.last is not set: give --scans A:B, set it, or use --follow"
-        )
+    config = load_run_config(args)
     options = runtime.RunOptions(follow=args.follow, idle_timeout=args.idle_timeout)
     return runtime.run(config, options)

@@ -91,12 +91,10 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_database(server_url: str, name: str) -> str:
-    from mpitrack.store import with_database
+    """A fresh database for one run (name: a readable prefix)."""
+    from mpitrack.store import create_database
 
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return with_database(server_url, name)
+    return create_database(server_url, name)
 
 
 def test_four_ranks_give_the_same_rows_as_one_process(
