@@ -237,19 +237,7 @@ def load_config(
     """
     source = str(path)
     env = os.environ if env is None else env
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, "", "no such config file") from None
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, "", f"malformed YAML: {where}{problem}") from None
+    raw = read_yaml(path, "config")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -261,6 +249,25 @@ def load_config(
     base = Path(path).resolve().parent
     config = config_from_dict(raw, source)
     return _resolve_paths(config, base)
+
+
+def read_yaml(path: str | os.PathLike[str], kind: str) -> Any:
+    """A YAML file's content; a missing, unreadable or malformed file is a ConfigError
+    naming the file (kind: what the file is, for the message)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", f"no such {kind} file") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, "", f"malformed YAML: {where}{problem}") from None
 
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:

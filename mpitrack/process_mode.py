@@ -39,10 +39,11 @@ from mpitrack.runtime import (
     StopFlag,
     job_log_path,
     prepare_database,
+    scheduler_for,
     statistics_for,
     windows_of,
 )
-from mpitrack.schedule import Job, Scheduler
+from mpitrack.schedule import Job
 from mpitrack.transport.redis import (
     Keys,
     RedisDispatcherLink,
@@ -128,10 +129,7 @@ def run_dispatcher(config: Config, options: DispatchOptions) -> int:
         registry = RedisRegistry(client, config.run)
         registry.clear_stop()
         windows = windows_of(config)
-        last_scan = None if options.follow else config.scans.last
-        scheduler = Scheduler(
-            windows, config.scans.first, last_scan, committed, config.runtime.on_failure
-        )
+        scheduler = scheduler_for(config, committed, options.follow)
         slots = options.slots or min(len(windows), DEFAULT_SLOTS)
         link = RedisDispatcherLink(client, Keys(config.run), slots)
         log.info(

@@ -104,6 +104,14 @@ def statistics_for(conn, config: Config) -> ScanStatistics:
     )
 
 
+def scheduler_for(config: Config, committed: dict[int, int], follow: bool) -> Scheduler:
+    """The run's scheduler: resuming after the committed scans, open-ended when following."""
+    last_scan = None if follow else config.scans.last
+    return Scheduler(
+        windows_of(config), config.scans.first, last_scan, committed, config.runtime.on_failure
+    )
+
+
 def prepare_database(config: Config, database_url: str) -> dict[int, int]:
     """Apply the schema, record the regions, and return the committed scan per region."""
     with store.connect(database_url, retries=config.runtime.connect_retries) as conn:
@@ -233,10 +241,7 @@ def _run_dispatcher(
     registry = RedisRegistry(client, config.run)
     registry.clear_stop()
     windows = windows_of(config)
-    last_scan = None if options.follow else config.scans.last
-    scheduler = Scheduler(
-        windows, config.scans.first, last_scan, committed, config.runtime.on_failure
-    )
+    scheduler = scheduler_for(config, committed, options.follow)
     log.info(
         "%s jobs to run%s",
         scheduler.total_jobs if scheduler.total_jobs is not None else "open-ended",

@@ -31,15 +31,12 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 
-from mpitrack.config import build_section  # the config loader's typed builder (same errors)
+from mpitrack.config import build_section, read_yaml  # the config loader's (same errors)
 from mpitrack.detector.geometry import PanelGeometry
-from mpitrack.errors import ConfigError
 
 Flip = Literal["none", "ud", "lr", "both"]
 
@@ -180,18 +177,7 @@ def instrument_from_dict(raw: Any, source: str = "<instrument>") -> Instrument:
 
 def load_instrument(path: str | os.PathLike[str]) -> Instrument:
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, "", "no such instrument file") from None
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, "", f"malformed YAML: {where}{exc}") from None
+    raw = read_yaml(path, "instrument")
     return instrument_from_dict(raw if raw is not None else {}, source)
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
 from mpitrack.config import (
     Config,
     DetectorConfig,
     build_section,
+    read_yaml,
     resolve_detector_paths,
     validate_detector,
 )
@@ -38,12 +37,7 @@ def detector_from_dict(raw, source: str, base: Path | None = None) -> DetectorCo
 def load_detector_config(path: str | os.PathLike[str]) -> DetectorConfig:
     """A side file holding the ``detector:`` keys (top level, or under ``detector:``)."""
     source = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(source, "", "no such detector file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"malformed YAML: {exc}") from None
+    raw = read_yaml(path, "detector")
     if isinstance(raw, dict) and set(raw) == {"detector"}:
         raw = raw["detector"]
     return detector_from_dict(raw, source, Path(path).resolve().parent)
