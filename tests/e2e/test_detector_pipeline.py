@@ -31,6 +31,23 @@ def detector(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def simulate_detector(out: Path) -> Path:
+    """A small synthetic detector experiment (two 128 px panels, 36 frames per scan)."""
+    made = detector(
+        "simulate",
+        "--out",
+        str(out),
+        "--scans",
+        str(SCANS),
+        "--panel-size",
+        "128",
+        "--frames-per-scan",
+        "36",
+    )
+    assert made.returncode == 0, made.stderr
+    return out
+
+
 def tracks(database_url: str) -> dict[tuple[int, int], dict[int, np.ndarray]]:
     """(region, track) -> scan -> detected position (omega, eta, tth)."""
     out: dict[tuple[int, int], dict[int, np.ndarray]] = defaultdict(dict)
@@ -58,19 +75,7 @@ def match_truth(found, truth) -> dict[tuple[int, int], tuple[int, int]]:
 def test_synthetic_detector_is_tracked_like_the_per_region_files(
     tmp_path: Path, postgres_server_url: str, redis_url: str
 ) -> None:
-    out = tmp_path / "det"
-    made = detector(
-        "simulate",
-        "--out",
-        str(out),
-        "--scans",
-        str(SCANS),
-        "--panel-size",
-        "128",
-        "--frames-per-scan",
-        "36",
-    )
-    assert made.returncode == 0, made.stderr
+    out = simulate_detector(tmp_path / "det")
     # Cutting waits for the raw files to settle (mtime 0.5 s old), then cuts them once.
     cut = detector("cut", "--config", str(out / "experiment.yaml"), "--idle-timeout", "5")
     assert cut.returncode == 0, cut.stderr
@@ -118,19 +123,7 @@ def test_rank_0_cuts_the_raw_frames_when_the_config_has_a_detector_section(
 ) -> None:
     """The run itself reads the raw files (rank 0, once each) and gives the rows that
     cutting beforehand with `mpitrack detector cut` gives."""
-    out = tmp_path / "det"
-    made = detector(
-        "simulate",
-        "--out",
-        str(out),
-        "--scans",
-        str(SCANS),
-        "--panel-size",
-        "128",
-        "--frames-per-scan",
-        "36",
-    )
-    assert made.returncode == 0, made.stderr
+    out = simulate_detector(tmp_path / "det")
     experiment = yaml.safe_load((out / "experiment.yaml").read_text())
     live = dict(experiment, detector=yaml.safe_load((out / "detector.yaml").read_text()))
     live["frames"] = dict(experiment["frames"], directory="cuts-live")
