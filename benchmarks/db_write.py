@@ -1,5 +1,14 @@
-"""Measurement rows/s into PostgreSQL: the batched job-commit path against a naive
+"""Measurement rows/s into PostgreSQL: the job-commit path against a naive
 one-INSERT-per-row path and the raw COPY ceiling, on the same server in the same run.
+
+Paths: ``per_job_commit`` is what a worker does (`store.JobWriter.commit` of one
+job on an autocommit connection: one statement, one transaction, one round
+trip); ``per_job_transaction`` the same call inside BEGIN/COMMIT (three round
+trips); ``per_job_pipeline`` those three in one round trip (pipeline mode);
+``group_commit`` --group jobs per transaction (what a worker committing the
+jobs it finished in the last few ms would do); ``batched`` --jobs-per-commit
+jobs per transaction; ``naive`` one INSERT per row; ``raw_copy`` the ceiling.
+Issue 14's target: per_job_commit >= 0.5 x raw_copy rows/s for ~10-row jobs.
 
 Rows carry about ten JSONB features, shaped as the tracker writes them. Prints
 JSON with the median of --repeats runs of each path, and their ratios.
@@ -19,15 +28,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psycopg
 
 from mpitrack import services, store
+from mpitrack.config import DatabaseConfig
 from mpitrack.track.checkpoint import FORMAT_VERSION
 from mpitrack.track.result import TrackRow
+
+# The experiment (database schema) the benchmark writes.
+BENCH_EXPERIMENT = "bench"
+# Commits wait for the disk as a worker's do by default (database.synchronous_commit).
+SYNCHRONOUS_COMMIT = DatabaseConfig().synchronous_commit
+
+
+def writer_for(conn: psycopg.Connection) -> store.JobWriter:
+    return store.JobWriter(conn, synchronous_commit=SYNCHRONOUS_COMMIT)
 
 
 def fresh_database(server_url: str) -> str:
     url = store.create_database(server_url, "mpitrack_bench")
-    with store.connect(url, retries=0) as conn:
+    with store.connect(url, BENCH_EXPERIMENT, retries=0) as conn:
         store.apply_schema(conn)
     return url
 
@@ -67,9 +87,11 @@ def make_jobs(n_regions: int, scan: int, tracks: int, seed: int) -> list[store.J
 
 
 def batched(url: str, scans: list[list[store.JobResult]], jobs_per_commit: int) -> float:
-    with store.connect(url, retries=0) as conn:
+    """`JobWriter.commit` of ``jobs_per_commit`` jobs at a time over an autocommit
+    connection, as a worker's `PostgresJobStore` opens it."""
+    with store.connect(url, BENCH_EXPERIMENT, retries=0, autocommit=True) as conn:
         store.ensure_regions(conn, [(j.region_id, "") for j in scans[0]])
-        writer = store.JobWriter(conn)
+        writer = writer_for(conn)
         started = time.perf_counter()
         for jobs in scans:
             for i in range(0, len(jobs), jobs_per_commit):
@@ -77,10 +99,39 @@ def batched(url: str, scans: list[list[store.JobResult]], jobs_per_commit: int) 
         return time.perf_counter() - started
 
 
+def per_job_transaction(url: str, scans: list[list[store.JobResult]]) -> float:
+    """The same call per job inside BEGIN ... COMMIT: three round trips."""
+    with store.connect(url, BENCH_EXPERIMENT, retries=0) as conn:
+        store.ensure_regions(conn, [(j.region_id, "") for j in scans[0]])
+        writer_for(conn)
+        started = time.perf_counter()
+        for jobs in scans:
+            for job in jobs:
+                with conn.transaction():
+                    conn.execute(store.COMMIT_JOB_SQL, store.commit_params(job))
+        return time.perf_counter() - started
+
+
+def per_job_pipeline(url: str, scans: list[list[store.JobResult]]) -> float:
+    """The same call per job, BEGIN, call and COMMIT sent in one round trip by
+    psycopg's pipeline mode."""
+    with store.connect(url, BENCH_EXPERIMENT, retries=0) as conn:
+        store.ensure_regions(conn, [(j.region_id, "") for j in scans[0]])
+        writer_for(conn)
+        started = time.perf_counter()
+        for jobs in scans:
+            for job in jobs:
+                with conn.pipeline(), conn.transaction():
+                    cur = conn.execute(store.COMMIT_JOB_SQL, store.commit_params(job))
+                cur.fetchone()
+        return time.perf_counter() - started
+
+
 def naive(url: str, scans: list[list[store.JobResult]]) -> float:
     """One INSERT per row (and per track row), one transaction per job: what a first draft does."""
-    with store.connect(url, retries=0) as conn:
+    with store.connect(url, BENCH_EXPERIMENT, retries=0) as conn:
         store.ensure_regions(conn, [(j.region_id, "") for j in scans[0]])
+        writer_for(conn)
         started = time.perf_counter()
         for jobs in scans:
             for job in jobs:
@@ -117,7 +168,7 @@ def naive(url: str, scans: list[list[store.JobResult]]) -> float:
 
 def raw_copy(url: str, scans: list[list[store.JobResult]]) -> float:
     """The ceiling: one COPY of the same rows into an unindexed table, one transaction."""
-    with store.connect(url, retries=0) as conn:
+    with store.connect(url, BENCH_EXPERIMENT, retries=0) as conn:
         conn.execute(
             "CREATE UNLOGGED TABLE IF NOT EXISTS raw_copy (region_id int, track_id int, "
             "scan_number int, detected bool, overlapping bool, features jsonb)"
@@ -146,9 +197,9 @@ def commit_ms_at_size(server: str, preloaded_scans: int, regions: int, tracks: i
     """Milliseconds per one-job commit once the table holds preloaded_scans scans of rows."""
     url = fresh_database(server)
     try:
-        with store.connect(url, retries=0) as conn:
+        with store.connect(url, BENCH_EXPERIMENT, retries=0, autocommit=True) as conn:
             store.ensure_regions(conn, [(r, "") for r in range(regions)])
-            writer = store.JobWriter(conn)
+            writer = writer_for(conn)
             for scan in range(preloaded_scans):
                 writer.commit(make_jobs(regions, scan, tracks, seed=scan))
             conn.execute("ANALYZE")
@@ -169,6 +220,7 @@ def main() -> int:
     parser.add_argument("--tracks", type=int, default=10, help="rows per job")
     parser.add_argument("--scans", type=int, default=20)
     parser.add_argument("--jobs-per-commit", type=int, default=100)
+    parser.add_argument("--group", type=int, default=4, help="jobs per group commit")
     parser.add_argument("--naive-scans", type=int, default=3, help="the naive path is slow")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -185,6 +237,9 @@ def main() -> int:
         timings: dict[str, list[float]] = {
             "batched": [],
             "per_job_commit": [],
+            "per_job_transaction": [],
+            "per_job_pipeline": [],
+            "group_commit": [],
             "naive": [],
             "raw_copy": [],
         }
@@ -196,6 +251,12 @@ def main() -> int:
                         seconds = batched(url, scans, args.jobs_per_commit)
                     elif name == "per_job_commit":
                         seconds = batched(url, scans, 1)
+                    elif name == "per_job_transaction":
+                        seconds = per_job_transaction(url, scans)
+                    elif name == "per_job_pipeline":
+                        seconds = per_job_pipeline(url, scans)
+                    elif name == "group_commit":
+                        seconds = batched(url, scans, args.group)
                     elif name == "naive":
                         seconds = naive(url, scans[: args.naive_scans])
                     else:
@@ -223,11 +284,19 @@ def main() -> int:
         "features_per_row": len(features(np.random.default_rng(0))),
         "rows_per_job": args.tracks,
         "jobs_per_commit": args.jobs_per_commit,
+        "group": args.group,
+        "synchronous_commit": SYNCHRONOUS_COMMIT,
         "repeats": args.repeats,
         "rows_per_s": {name: round(value) for name, value in rate.items()},
         "batched_over_naive": round(rate["batched"] / rate["naive"], 1),
         "per_job_commit_over_naive": round(rate["per_job_commit"] / rate["naive"], 1),
         "batched_over_raw_copy": round(rate["batched"] / rate["raw_copy"], 3),
+        "per_job_commit_over_raw_copy": round(rate["per_job_commit"] / rate["raw_copy"], 3),
+        "group_commit_over_raw_copy": round(rate["group_commit"] / rate["raw_copy"], 3),
+        "per_job_transaction_over_raw_copy": round(
+            rate["per_job_transaction"] / rate["raw_copy"], 3
+        ),
+        "per_job_pipeline_over_raw_copy": round(rate["per_job_pipeline"] / rate["raw_copy"], 3),
         "per_job_commit_ms_by_table_rows": growth,
         "seconds": {name: [round(v, 3) for v in values] for name, values in timings.items()},
     }

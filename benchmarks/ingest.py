@@ -10,22 +10,34 @@ alternates, ``--runs`` times:
 - ceiling: the page cache is emptied for the files (fsync + posix_fadvise
   DONTNEED) and the files are read sequentially with plain ``read`` calls
   (8 MiB buffers): the disk's read ceiling for exactly these bytes;
-- ingest: the cache is emptied again and a fresh Cutter (samplers loaded from
-  their cache) reads every frame once and writes every region's cut.
+- memory: the cache is emptied again and a fresh Cutter (samplers loaded from
+  their cache) reads every frame once and cuts every region's slice into its
+  (region, scan) volume in memory (``detector.cut_files: false``, what
+  `mpitrack run` does); each volume is taken as soon as it is whole, as the
+  dispatcher does when it sends it with its job (the MPI send itself is an
+  ``Isend`` that rank 0 does not wait for: not part of this figure);
+- files: the same with a cut file written per region and frame
+  (``detector.cut_files: true``, `mpitrack detector cut`).
 
-Reports medians: ingest MB/s (raw bytes read / wall time of the whole cut,
-including writing the cut files) and its ratio to the ceiling, with the time
-split into read / interpolate / write. Memory: one extra ingest under
-tracemalloc gives the peak of traced allocations (numpy's included), to compare
-with one frame and with the whole scan's stack (which is never held).
+Each path's run comes right after a ceiling read of its own (the machine's
+load drifts). Reports medians: MB/s of each path (raw bytes read / wall time of
+the whole cut) and their ratios to the median ceiling, the median of the paired
+ratios (each run against the ceiling read just before it), CPU milliseconds per
+raw frame (all threads; what a loaded machine's ratio depends on), and the time
+split into read / interpolate / write (memory: copy into the volume). Memory:
+one extra ingest per path under tracemalloc gives the peak of traced
+allocations (numpy's included), to compare with one frame, with one scan's
+region volumes (the in-memory path's bound per scan held) and with the whole
+raw scan (never held).
 Prints one JSON document (and writes it to --out if given). Usage:
-    python benchmarks/ingest.py [--frames 12] [--rings 4] [--regions-per-ring 25] [--runs 3]
+    python benchmarks/ingest.py [--frames 12] [--rings 4] [--regions-per-ring 25] [--runs 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -40,6 +52,7 @@ import h5py
 import numpy as np
 
 from mpitrack.detector.cutter import Cutter
+from mpitrack.detector.fanout import VolumeBuffer
 from mpitrack.detector.instrument import Instrument, PanelSpec
 from mpitrack.detector.regions import RingSpec, regions_from_rings
 from mpitrack.detector.sampling import cached_sampler
@@ -102,27 +115,63 @@ def ceiling(paths: list[Path]) -> tuple[float, int]:
     return time.perf_counter() - t0, total
 
 
-def make_cutter(instrument, grids, raw: Path, out: Path, cache: Path) -> Cutter:
+def make_cutter(
+    instrument, grids, raw: Path, out: Path, cache: Path, in_memory: bool, budget_s: float
+) -> Cutter:
     samplers = {g.id: cached_sampler(instrument, g, cache) for g in grids}
     n = instrument.frames_per_scan
     windows = {g.id: omega_window(g.frames[0], g.frames[1], n) for g in grids}
     source = Hdf5Stacks(instrument, raw, "{panel}_{scan:06d}.h5", DATASET, settle_s=0.0)
+    buffer = None
+    if in_memory:
+        buffer = VolumeBuffer(windows, {g.id: (g.shape[0], g.shape[1]) for g in grids})
     return Cutter(
-        source, samplers, windows, out, PATTERN, first_scan=0, last_scan=0, poll_budget_s=3600
+        source,
+        samplers,
+        windows,
+        out,
+        PATTERN,
+        first_scan=0,
+        last_scan=0,
+        poll_budget_s=budget_s,
+        buffer=buffer,
     )
 
 
-def ingest(instrument, grids, raw: Path, paths: list[Path], work: Path, cache: Path, run: int):
+def ingest(
+    instrument,
+    grids,
+    raw: Path,
+    paths: list[Path],
+    work: Path,
+    cache: Path,
+    run: int,
+    in_memory: bool,
+    budget_s: float,
+):
+    """One cold cut of the scan; (seconds, CPU seconds of all threads, stats, volumes
+    handed over)."""
     out = work / f"cuts{run}"
-    cutter = make_cutter(instrument, grids, raw, out, cache)
+    cutter = make_cutter(instrument, grids, raw, out, cache, in_memory, budget_s)
+    n = instrument.frames_per_scan
+    need = {g.id: len(omega_window(g.frames[0], g.frames[1], n)) for g in grids}
+    have: dict[tuple[int, int], int] = {}
+    taken = 0
     evict(paths)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while not cutter.finished():
-        cutter.poll()
+        for key in cutter.poll():
+            if in_memory:
+                pair = (key.region, key.scan)
+                have[pair] = have.get(pair, 0) + 1
+                if have[pair] == need[key.region]:
+                    cutter.take(*pair)  # the dispatcher sends it with the job
+                    taken += 1
     seconds = time.perf_counter() - t0
-    cutter.close()
-    shutil.rmtree(out)
-    return seconds, cutter.stats
+    cutter.close()  # waits for the reader thread: its CPU is counted
+    cpu = time.process_time() - c0
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds, cpu, cutter.stats, taken
 
 
 def main() -> None:
@@ -138,7 +187,10 @@ def main() -> None:
         default=None,
         help="omega frames per region, staggered (default: every frame, the heaviest case)",
     )
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--poll-budget", type=float, default=1.0, help="detector.poll_budget_s (the default)"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default /tmp)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
@@ -165,7 +217,9 @@ def main() -> None:
             dataclasses.replace(g, frames=((i * 7) % n, (i * 7 + w - 1) % n))
             for i, g in enumerate(grids)
         ]
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="mpitrack-ingest-", dir=args.dir))
+    paths_kept = ("memory", "files")
     try:
         raw = work / "raw"
         raw.mkdir()
@@ -175,57 +229,100 @@ def main() -> None:
         for g in grids:
             cached_sampler(instrument, g, cache)
         build_s = time.perf_counter() - t0
-        ceilings, ingests, stats = [], [], []
+        ceilings: list[float] = []
+        seconds: dict[str, list[float]] = {p: [] for p in paths_kept}
+        stats: dict[str, list] = {p: [] for p in paths_kept}
+        taken = 0
         raw_bytes = 0
+        paired: dict[str, list[float]] = {p: [] for p in paths_kept}
+        cpu: dict[str, list[float]] = {p: [] for p in paths_kept}
+        ceiling_cpu: list[float] = []
+        ingest_once = functools.partial(ingest, instrument, grids, raw, paths, work, cache)
         for run in range(args.runs):
-            seconds, raw_bytes = ceiling(paths)
-            ceilings.append(seconds)
-            seconds, st = ingest(instrument, grids, raw, paths, work, cache, run)
-            ingests.append(seconds)
-            stats.append(st)
+            # each path right after its own ceiling read (a shared machine drifts), the
+            # order alternating so that neither always goes first
+            for path in paths_kept if run % 2 == 0 else paths_kept[::-1]:
+                c0 = time.process_time()
+                s, raw_bytes = ceiling(paths)
+                ceiling_cpu.append(time.process_time() - c0)
+                ceilings.append(s)
+                s, cpu_s, st, n_taken = ingest_once(run, path == "memory", args.poll_budget)
+                cpu[path].append(cpu_s)
+                paired[path].append(ceilings[-1] / s * st.bytes_read / raw_bytes)
+                seconds[path].append(s)
+                stats[path].append(st)
+                taken = max(taken, n_taken)
         file_bytes = sum(p.stat().st_size for p in paths)
-        tracemalloc.start()
-        ingest(instrument, grids, raw, paths, work, cache, args.runs)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        peaks = {}
+        for path in paths_kept:
+            tracemalloc.start()
+            ingest_once(args.runs, path == "memory", args.poll_budget)
+            peaks[path] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
         mb = 1e6
         frame_bytes = sum(p.rows * p.cols * 2 for p in instrument.panels)
-        median_ceiling = statistics.median(ceilings)
-        median_ingest = statistics.median(ingests)
-        read_mb = stats[0].bytes_read / mb
+        volume_bytes = VolumeBuffer(
+            {g.id: omega_window(g.frames[0], g.frames[1], args.frames) for g in grids},
+            {g.id: (g.shape[0], g.shape[1]) for g in grids},
+        ).scan_bytes
+        ceiling_mb_s = raw_bytes / mb / statistics.median(ceilings)
+        first = stats["memory"][0]
+        read_mb = first.bytes_read / mb
+        rate = {p: read_mb / statistics.median(seconds[p]) for p in paths_kept}
         result = {
             "benchmark": "ingest",
             "host": platform.node(),
             "cpus": os.cpu_count(),
+            # others' load on a shared machine slows the CPU-bound paths, not the ceiling
+            "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             "panels": [[p.rows, p.cols] for p in instrument.panels],
             "frames": args.frames,
             "regions": len(grids),
             "region_samples": int(sum(g.shape[0] * g.shape[1] for g in grids)),
             "window_frames": args.window or args.frames,
-            "cuts_per_run": stats[0].cuts_written,
-            "cuts_per_raw_frame": round(stats[0].cuts_written / max(stats[0].frames_read, 1), 1),
+            "cuts_per_run": first.cuts_written,
+            "cuts_per_raw_frame": round(first.cuts_written / max(first.frames_read, 1), 1),
+            "volumes_handed_over": taken,
             "raw_file_mb": round(file_bytes / mb, 1),
             "raw_frames_read_mb": round(read_mb, 1),
             "sampler_build_s": round(build_s, 2),
-            "ceiling_mb_s": round(raw_bytes / mb / median_ceiling, 1),
-            "ingest_mb_s": round(read_mb / median_ingest, 1),
-            "ratio_to_ceiling": round(
-                (read_mb / median_ingest) / (raw_bytes / mb / median_ceiling), 3
-            ),
-            "ingest_split_s": {
-                "read": round(statistics.median(s.read_seconds for s in stats), 3),
-                "interpolate": round(statistics.median(s.cut_seconds for s in stats), 3),
-                "write_cuts": round(statistics.median(s.write_seconds for s in stats), 3),
-                "total": round(median_ingest, 3),
+            "runs": args.runs,
+            "ceiling_mb_s": round(ceiling_mb_s, 1),
+            "memory_mb_s": round(rate["memory"], 1),
+            "files_mb_s": round(rate["files"], 1),
+            "memory_ratio_to_ceiling": round(rate["memory"] / ceiling_mb_s, 3),
+            "files_ratio_to_ceiling": round(rate["files"] / ceiling_mb_s, 3),
+            "memory_over_files": round(rate["memory"] / rate["files"], 2),
+            "paired_ratio_median": {p: round(statistics.median(paired[p]), 3) for p in paths_kept},
+            "cpu_ms_per_raw_frame": {
+                "ceiling": round(
+                    1e3 * statistics.median(ceiling_cpu) / max(first.frames_read, 1), 1
+                ),
+                **{
+                    p: round(1e3 * statistics.median(cpu[p]) / max(first.frames_read, 1), 1)
+                    for p in paths_kept
+                },
             },
-            "runs": {
-                "ceiling_s": [round(s, 3) for s in ceilings],
-                "ingest_s": [round(s, 3) for s in ingests],
+            "split_s": {
+                p: {
+                    "read": round(statistics.median(s.read_seconds for s in stats[p]), 3),
+                    "interpolate": round(statistics.median(s.cut_seconds for s in stats[p]), 3),
+                    "write_or_copy": round(statistics.median(s.write_seconds for s in stats[p]), 3),
+                    "total": round(statistics.median(seconds[p]), 3),
+                }
+                for p in paths_kept
+            },
+            "paired_ratios": {p: [round(r, 3) for r in paired[p]] for p in paths_kept},
+            "runs_s": {
+                "ceiling": [round(s, 3) for s in ceilings],
+                **{p: [round(s, 3) for s in seconds[p]] for p in paths_kept},
             },
             "memory_mb": {
-                "traced_peak": round(peak / mb, 1),
+                "traced_peak_memory_path": round(peaks["memory"] / mb, 1),
+                "traced_peak_files_path": round(peaks["files"] / mb, 1),
                 "one_frame_all_panels": round(frame_bytes / mb, 1),
-                "whole_scan_stack": round(frame_bytes * args.frames / mb, 1),
+                "one_scan_of_region_volumes": round(volume_bytes / mb, 1),
+                "whole_raw_scan": round(frame_bytes * args.frames / mb, 1),
             },
         }
     finally:

@@ -3,7 +3,10 @@
 Scenarios on an 11 x 35 x 35 region volume:
 - ``isolated5``: 5 slowly drifting spots;
 - ``overlap20``: 20 spots in 10 pairs that repeatedly merge into one blob
-  and separate again (frequent overlaps).
+  and separate again (frequent overlaps);
+- ``clutter70``: overlap20 plus 50 clutter spots per scan (faint, compact,
+  at new random places every scan: what zingers, noise or a structured
+  background leave after detection), the worst case for hypothesis growth.
 
 Each is timed two ways: ``step_spots`` with spots built from the ground
 truth (the MHT alone) and ``step`` on a synthetic noisy volume (detection +
@@ -12,6 +15,7 @@ MHT), when detection is available. Reported: median per-step time over scans
 checkpoint size at scans 10 and 500.
 
 Usage: python benchmarks/track_speed.py [--runs 3] [--scans 500]
+       [--scenarios isolated5,overlap20,clutter70]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mpitrack.roles.worker import settle_heap
 from mpitrack.track.mht import MHTParams
 from mpitrack.track.spot import Spot
 from mpitrack.track.tracker import RegionTracker
@@ -34,6 +39,18 @@ SHAPE = (11, 35, 35)
 SIGMA = np.array([0.9, 1.2, 1.2])
 AMPLITUDE = 200.0
 NOISE = 2.0
+CLUTTER = 50  # clutter spots per scan in clutter70
+CLUTTER_SIGMA = np.array([0.6, 0.6, 0.6])
+
+
+def clutter(scan: int) -> list[tuple[np.ndarray, float]]:
+    """Centres and intensities of one scan's clutter spots (new places every scan)."""
+    rng = np.random.default_rng([17, scan])
+    lo, hi = np.array([1.0, 1.0, 1.0]), np.array(SHAPE, dtype=float) - 2.0
+    vol = (2 * math.pi) ** 1.5 * float(np.prod(CLUTTER_SIGMA))
+    return [
+        (rng.uniform(lo, hi), 0.4 * AMPLITUDE * vol * rng.uniform(0.5, 1.5)) for _ in range(CLUTTER)
+    ]
 
 
 def truth(scenario: str, scan: int) -> list[tuple[np.ndarray, float]]:
@@ -57,10 +74,12 @@ def truth(scenario: str, scan: int) -> list[tuple[np.ndarray, float]]:
 def volume(scenario: str, scan: int, rng: np.random.Generator) -> np.ndarray:
     grid = np.indices(SHAPE, dtype=float)
     vol = 10.0 + rng.normal(0.0, NOISE, SHAPE)
-    v = (2 * math.pi) ** 1.5 * float(np.prod(SIGMA))
-    for c, inten in truth(scenario, scan):
-        r2 = sum(((grid[a] - c[a]) / SIGMA[a]) ** 2 for a in range(3))
-        vol += inten / v * np.exp(-0.5 * r2)
+    extra = clutter(scan) if scenario == "clutter70" else []
+    for sigma, items in ((SIGMA, truth(scenario, scan)), (CLUTTER_SIGMA, extra)):
+        v = (2 * math.pi) ** 1.5 * float(np.prod(sigma))
+        for c, inten in items:
+            r2 = sum(((grid[a] - c[a]) / sigma[a]) ** 2 for a in range(3))
+            vol += inten / v * np.exp(-0.5 * r2)
     return vol
 
 
@@ -83,6 +102,11 @@ def truth_spots(scenario: str, scan: int, rng: np.random.Generator) -> list[Spot
         pos = pos + rng.normal(0.0, 0.05, 3)
         feats = {"intensity": float(tot), "position": {"omega": float(pos[0])}}
         spots.append(Spot(pos, float(tot), cov, float(tot) / 30.0, 40, feats))
+    if scenario == "clutter70":
+        for c, inten in clutter(scan):
+            feats = {"intensity": float(inten), "position": {"omega": float(c[0])}}
+            cov = np.diag(CLUTTER_SIGMA**2)
+            spots.append(Spot(c, float(inten), cov, float(inten) / 10.0, 5, feats))
     return spots
 
 
@@ -102,7 +126,7 @@ def run_once(scenario: str, mode: str, scans: int, seed: int) -> dict[str, Any]:
         else:
             spots = truth_spots(scenario, s, rng)
             t0 = time.process_time()
-            res = tr.step_spots(s, spots)
+            res = tr.step_spots(s, spots, voxels=math.prod(SHAPE))
         times.append(time.process_time() - t0)
         ids.update(r.track_id for r in res.rows)
         if s in (10, scans):
@@ -124,6 +148,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--scans", type=int, default=500)
     ap.add_argument("--modes", default="step_spots,step")
+    ap.add_argument("--scenarios", default="isolated5,overlap20,clutter70")
     args = ap.parse_args()
     try:
         from mpitrack.track.detect import detect_spots  # noqa: F401
@@ -132,7 +157,8 @@ def main() -> int:
     except ImportError:
         have_detect = False
     out: dict[str, Any] = {"volume_shape": list(SHAPE), "scans": args.scans, "runs": args.runs}
-    for scenario in ("isolated5", "overlap20"):
+    settle_heap()  # as a worker does before its first job
+    for scenario in args.scenarios.split(","):
         for mode in args.modes.split(","):
             if mode == "step" and not have_detect:
                 out[f"{scenario}/{mode}"] = "detection not available"

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from mpitrack.config import Config
+from mpitrack.urls import redact_url
 
 _FIELD_LINE = re.compile(r"^(\w+): (.*)$")
 _PLACEHOLDERS = {
@@ -84,7 +85,7 @@ def _section_lines(cls: type, indent: str) -> list[str]:
             lines.append(f"{indent}{f.name}: null")
             lines.append(f"{indent}# {f.name}:")
             lines.extend(
-                f"{indent}# {line[len(indent):]}" if line.strip() else line
+                f"{indent}# {line[len(indent) :]}" if line.strip() else line
                 for line in _section_lines(optional, indent + "  ")
             )
             continue
@@ -111,9 +112,13 @@ def annotated_defaults() -> str:
 
 
 def resolved_yaml(config: Config) -> str:
-    """The config as loaded (file + environment + flags), every default filled in."""
+    """The config as loaded (file + environment + flags), every default filled in;
+    passwords (from the environment: files may not hold them) shown as ***."""
     data = dataclasses.asdict(config)
     data.pop("source")
+    for section in ("database", "redis"):
+        if data[section]["url"] is not None:
+            data[section]["url"] = redact_url(data[section]["url"])
 
     def plain(value: Any) -> Any:
         if isinstance(value, dict):

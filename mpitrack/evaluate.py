@@ -51,9 +51,12 @@ from mpitrack.sim.truth import GroundTruth
 
 log = logging.getLogger(__name__)
 
+# HOTA's similarity thresholds 0.05, 0.10 .. 0.95 (see the module docstring).
 ALPHAS = np.arange(0.05, 0.99, 0.05)
 EPS = np.finfo(float).eps
+# Distance (voxels) at which similarity reaches 0; `mpitrack evaluate --zero-distance`.
 DEFAULT_ZERO_DISTANCE = 3.0
+# CLEAR MOT and IDF1 count a match at similarity >= this (TrackEval's value).
 CLEAR_THRESHOLD = 0.5
 
 

@@ -1,7 +1,8 @@
 """Separate-process mode: each role of `mpitrack run` as its own process, over Redis.
 
-This mirrors runtime.py, which lays the same roles on MPI ranks: the role
-loops in roles/ are reused as they are, over the links of transport/redis.py.
+runtime.py lays the same roles on MPI ranks; both build them in wiring.py,
+and the role loops in roles/ run as they are, here over the links of
+transport/redis.py and transport/redis_worker.py.
 
     mpitrack listen     frame directory -> Redis registry
     mpitrack dispatch   readiness, order, termination -> the ``jobs`` stream
@@ -21,56 +22,36 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import psycopg
 import redis
 
-from mpitrack import services, store
+from mpitrack import services, wiring
 from mpitrack.config import Config
 from mpitrack.errors import ServiceUnavailable
-from mpitrack.frames import DirectoryScanner, FramePattern
+from mpitrack.redis_keys import RedisKeys
 from mpitrack.registry import RedisRegistry
-from mpitrack.roles.dispatcher import Dispatcher, JobLog
 from mpitrack.roles.stats import serve
-from mpitrack.roles.worker import JobRunner, work
-from mpitrack.runtime import (
-    StopFlag,
-    job_log_path,
-    prepare_database,
-    scheduler_for,
-    statistics_for,
-    windows_of,
-)
-from mpitrack.schedule import Job
-from mpitrack.transport.redis import (
-    Keys,
-    RedisDispatcherLink,
-    RedisStatsLink,
-    RedisWorkerLink,
-    connect,
-    run_finished,
-)
+from mpitrack.roles.worker import work
+from mpitrack.stopflag import StopFlag
+from mpitrack.transport.redis import RedisDispatcherLink, RedisStatsLink
+from mpitrack.transport.redis_streams import finished_epoch, run_finished
+from mpitrack.transport.redis_worker import RedisWorkerLink
 from mpitrack.urls import redact_url
+from mpitrack.wiring import RunOptions
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SLOTS = 64
-
 
 @dataclass(frozen=True)
-class DispatchOptions:
-    follow: bool = False
-    idle_timeout: float | None = None
-    slots: int | None = None  # None: min(regions, DEFAULT_SLOTS)
+class DispatchOptions(RunOptions):
+    """`mpitrack dispatch`'s options: those of a run, and the number of job slots.
 
+    slots: jobs outstanding on the stream at most (None: one per region, at most
+        ``process.max_slots``).
+    """
 
-@dataclass(frozen=True)
-class WorkOptions:
-    lease: float = 60.0
-    max_attempts: int = 3
-    reconnect_seconds: float = 60.0
+    slots: int | None = None
 
 
 def attach_services(
@@ -99,18 +80,9 @@ def attach_services(
     return services.ServiceURLs(database_url, redis_url)
 
 
-def _redis(config: Config, url: str | None, reconnect_seconds: float = 60.0) -> redis.Redis:
+def _redis(config: Config, url: str | None) -> redis.Redis:
     assert url is not None
-    return connect(url, config.runtime.connect_retries, reconnect_seconds)
-
-
-@contextlib.contextmanager
-def _lost_redis_is_unavailable(url: str | None) -> Iterator[None]:
-    """Redis gone for longer than the reconnect time: exit code 3, not a traceback."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise ServiceUnavailable(f"lost Redis at {redact_url(str(url))}: {exc}") from exc
+    return wiring.connect_redis(config, url)
 
 
 # mpitrack dispatch -------------------------------------------------------------------
@@ -122,102 +94,58 @@ def run_dispatcher(config: Config, options: DispatchOptions) -> int:
     stop.install(graceful=True)
     urls = attach_services(config)
     assert urls.database_url is not None
-    committed = prepare_database(config, urls.database_url)
-    client = _redis(config, urls.redis_url)
-    with contextlib.ExitStack() as stack:
-        stack.callback(client.close)
-        registry = RedisRegistry(client, config.run)
-        registry.clear_stop()
-        windows = windows_of(config)
-        scheduler = scheduler_for(config, committed, options.follow)
-        slots = options.slots or min(len(windows), DEFAULT_SLOTS)
-        link = RedisDispatcherLink(client, Keys(config.run), slots)
+    committed = wiring.prepare_database(config, urls.database_url, options.retry_failed)
+    with contextlib.closing(_redis(config, urls.redis_url)) as client:
+        slots = options.slots or min(len(config.regions), config.process.max_slots)
+        link = RedisDispatcherLink(client, RedisKeys(config.run), slots)
         log.info(
-            "run %s: %s jobs to run%s, database %s, redis %s",
+            "run %s: database %s, redis %s",
             config.run,
-            scheduler.total_jobs if scheduler.total_jobs is not None else "open-ended",
-            f" (resuming: {len(committed)} regions have checkpoints)" if committed else "",
             redact_url(urls.database_url),
             redact_url(str(urls.redis_url)),
         )
-        job_log = JobLog.open(job_log_path(config.workdir))
-        stack.callback(job_log.close)
-        dispatcher = Dispatcher(
-            scheduler=scheduler,
-            registry=registry,
-            link=link,
-            windows=windows,
-            scanner=None,  # `mpitrack listen` registers the frames
-            poll_interval=config.runtime.poll_interval,
-            stop_requested=lambda: stop.requested or registry.stop_requested(),
-            idle_timeout=options.idle_timeout
-            if options.idle_timeout is not None
-            else config.runtime.idle_timeout,
-            job_log=job_log,
-        )
-        with _lost_redis_is_unavailable(urls.redis_url):
-            summary = dispatcher.run()
+        with wiring.lost_redis_is_unavailable(urls.redis_url):
+            summary = wiring.run_dispatcher(
+                config,
+                options,
+                committed,
+                registry=RedisRegistry(client, config.run),
+                link=link,
+                scanner=None,  # `mpitrack listen` registers the frames
+                stop=stop,
+            )
         if link.duplicates:
             log.info("%d duplicate or stale reports ignored", link.duplicates)
-    for line in summary.lines():
-        (log.info if summary.ok else log.error)("%s", line)
-    return 0 if summary.ok else 1
+    return wiring.exit_code(summary)
 
 
 # mpitrack work ---------------------------------------------------------------------
 
 
-def _committed_scan(conn: psycopg.Connection, region: int) -> int | None:
-    # One region's row only (store.committed_scans reads every region).
-    row = conn.execute(
-        "SELECT scan_number FROM tracker_checkpoints WHERE region_id = %s", (region,)
-    ).fetchone()
-    conn.commit()
-    return None if row is None else int(row[0])
-
-
-def run_worker(config: Config, options: WorkOptions) -> int:
+def run_worker(config: Config) -> int:
     """One worker process; returns 0 when the run is over or after SIGTERM."""
     stop = StopFlag()
     stop.install(graceful=True)
     urls = attach_services(config)
     assert urls.database_url is not None
-    client = _redis(config, urls.redis_url, options.reconnect_seconds)
+    client = _redis(config, urls.redis_url)
     pid = os.getpid()
     consumer = f"{socket.gethostname()}-{pid}"
-    runner = JobRunner(config, urls.database_url, pid, windows_of(config))
-
-    def already_committed(job: Job) -> bool:
-        try:
-            scan = _committed_scan(runner.conn, job.region)
-        except psycopg.Error as exc:
-            # Let the job run: the runner reports the database problem.
-            log.warning("could not read region %d's checkpoint: %s", job.region, exc)
-            with contextlib.suppress(psycopg.Error):
-                runner.conn.rollback()
-            return False
-        return scan is not None and scan >= job.scan
-
-    def record_abandoned(job: Job, error: str) -> None:
-        try:
-            store.record_failure(runner.conn, job.region, job.scan, error)
-        except psycopg.Error as exc:
-            log.error("could not record region %d scan %d's failure: %s", job.region, job.scan, exc)
-
+    runner = wiring.job_runner(config, urls.database_url, pid)
     link = RedisWorkerLink(
         client,
-        Keys(config.run),
+        RedisKeys(config.run),
         pid,
         consumer,
-        lease=options.lease,
-        max_attempts=options.max_attempts,
+        lease=config.process.lease,
+        max_attempts=config.process.max_attempts,
         stop_requested=lambda: stop.requested,
-        already_committed=already_committed,
-        record_abandoned=record_abandoned,
+        already_committed=runner.already_committed,
+        record_abandoned=runner.record_failure,
     )
     log.info("worker %s ready for run %s", consumer, config.run)
     try:
-        with _lost_redis_is_unavailable(urls.redis_url):
+        with wiring.lost_redis_is_unavailable(urls.redis_url):
             count = work(runner, link)
     finally:
         link.close()
@@ -236,23 +164,24 @@ def run_stats(config: Config) -> int:
     urls = attach_services(config)
     assert urls.database_url is not None
     client = _redis(config, urls.redis_url)
-    link = RedisStatsLink(client, Keys(config.run), stop_requested=lambda: stop.requested)
+    link = RedisStatsLink(client, RedisKeys(config.run), stop_requested=lambda: stop.requested)
     try:
         with (
-            store.connect(urls.database_url, retries=config.runtime.connect_retries) as conn,
-            _lost_redis_is_unavailable(urls.redis_url),
+            wiring.statistics(config, urls.database_url) as statistics,
+            wiring.lost_redis_is_unavailable(urls.redis_url),
         ):
-            count = serve(statistics_for(conn, config), link)
+            count = serve(statistics, link)
+            code = wiring.statistics_exit_code(statistics)
     finally:
         client.close()
     log.info("statistics for %d scans", count)
-    return 0
+    return code
 
 
 # mpitrack listen -------------------------------------------------------------------
 
 
-def run_listener(config: Config, poll_interval: float | None = None, settle: float = 0.0) -> int:
+def run_listener(config: Config, poll_interval: float | None = None) -> int:
     """Register complete frames until the run is over or SIGTERM.
 
     Restart-safe: a (re)started listener registers every frame it finds, and
@@ -263,18 +192,14 @@ def run_listener(config: Config, poll_interval: float | None = None, settle: flo
     stop.install(graceful=True)
     urls = attach_services(config, need_database=False)
     client = _redis(config, urls.redis_url)
-    keys = Keys(config.run)
+    keys = RedisKeys(config.run)
     registry = RedisRegistry(client, config.run)
-    pattern = FramePattern(config.frames.pattern)
     interval = config.runtime.poll_interval if poll_interval is None else poll_interval
-
-    def scanner() -> DirectoryScanner:
-        return DirectoryScanner(config.frames.directory, pattern, settle_s=settle)
-
-    current = scanner()
+    current = wiring.frame_scanner(config)
+    ended_before = finished_epoch(client, keys)
     registered = 0
     log.info("listening on %s for run %s", config.frames.directory, config.run)
-    with contextlib.closing(client), _lost_redis_is_unavailable(urls.redis_url):
+    with contextlib.closing(client), wiring.lost_redis_is_unavailable(urls.redis_url):
         while not stop.requested:
             started = time.monotonic()
             frames = current.poll()
@@ -282,12 +207,12 @@ def run_listener(config: Config, poll_interval: float | None = None, settle: flo
                 registry.add(frames)
                 registered += len(frames)
                 log.debug("registered %d frames", len(frames))
-            if registered and not client.exists(registry.prefix + "frame_sets"):
+            if registry.forgot() or (registered and not client.exists(keys.frame_sets)):
                 log.warning("the frame registry is gone (Redis restarted?): registering again")
-                current = scanner()
+                current = wiring.frame_scanner(config)
                 registered = 0
                 continue
-            if run_finished(client, keys):
+            if run_finished(client, keys, ended_before):
                 log.info("the dispatcher declared run %s finished", config.run)
                 break
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
@@ -307,4 +232,4 @@ def request_stop(config: Config) -> str:
         registry.request_stop()
     finally:
         client.close()
-    return registry.prefix + "stop"
+    return registry.keys.stop

@@ -14,7 +14,7 @@ cursor that is too old), so a dispatcher that (re)starts late loses nothing.
 A returned pair means "look again", not "complete": the dispatcher then asks
 ``missing``/``is_complete`` for that pair only.
 
-Redis keys, all under ``mpitrack:{run}:``:
+Redis keys, all under ``mpitrack:{run}:`` (named in redis_keys.py):
 
 - ``frames:{region}:{scan}`` (set of frame numbers, decimal strings): the registry.
 - ``frame_sets`` (set of ``"{region}:{scan}"``): every pair that has a frames set;
@@ -26,6 +26,11 @@ Redis keys, all under ``mpitrack:{run}:``:
   (Known gap: a cursor taken while the stream was empty is ``0-0``, and more than
   MAXLEN batches arriving before the next read would go unnoticed.)
 - ``stop`` (string ``"1"``): a stop request for follow mode.
+
+A Redis restart without persistence loses the registry. `forgot` says so once
+(an add found ``frame_sets`` gone after earlier adds, or a reader's cursor is
+gone from ``frame_changes``); rank 0 and `mpitrack listen` then register every
+frame on disk again.
 
 Every ``add`` is one MULTI/EXEC round trip whatever the batch size; ``missing``
 is one SMISMEMBER (Redis >= 6.2). Values are plain decimal strings; nothing is
@@ -43,6 +48,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mpitrack.frames import FrameKey
+from mpitrack.redis_keys import RedisKeys
 
 if TYPE_CHECKING:
     import redis
@@ -86,6 +92,11 @@ class FrameRegistry(Protocol):
 
     def clear_stop(self) -> None:
         """Withdraw a stop request (a new run must not inherit an old one)."""
+        ...
+
+    def forgot(self) -> bool:
+        """Whether the store lost registrations since the last call (a Redis restart
+        without persistence); whoever registered frames must register them again."""
         ...
 
 
@@ -144,6 +155,9 @@ class MemoryRegistry:
     def clear_stop(self) -> None:
         self._stop = False
 
+    def forgot(self) -> bool:
+        return False
+
 
 def _int_or_none(text: str | None) -> int | None:
     try:
@@ -171,26 +185,24 @@ class RedisRegistry:
     """
 
     def __init__(self, client: redis.Redis, run: str, *, max_changes: int = 10_000) -> None:
-        if not run or any(c.isspace() for c in run):
-            raise ValueError(f"run name must be non-empty without whitespace, got {run!r}")
         self.client = client
         self.run = run
-        self.prefix = f"mpitrack:{run}:"
+        self.keys = RedisKeys(run)
         self.max_changes = max_changes
-        self._sets_key = self.prefix + "frame_sets"
-        self._changes_key = self.prefix + "frame_changes"
-        self._stop_key = self.prefix + "stop"
-
-    def frames_key(self, region: int, scan: int) -> str:
-        return f"{self.prefix}frames:{region}:{scan}"
+        self._sets_key = self.keys.frame_sets
+        self._changes_key = self.keys.frame_changes
+        self._stop_key = self.keys.stop
+        self._forgot = False
+        self._added = False
 
     def add(self, keys: Iterable[FrameKey]) -> None:
         grouped = _group(keys)
         if not grouped:
             return
         pipe = self.client.pipeline(transaction=True)
+        pipe.exists(self._sets_key)  # gone after an earlier add: Redis lost the registry
         for (region, scan), frames in grouped.items():
-            pipe.sadd(self.frames_key(region, scan), *sorted(frames))
+            pipe.sadd(self.keys.frames(region, scan), *sorted(frames))
         labels = [f"{region}:{scan}" for region, scan in sorted(grouped)]
         pipe.sadd(self._sets_key, *labels)
         pipe.xadd(
@@ -199,16 +211,20 @@ class RedisRegistry:
             maxlen=self.max_changes,
             approximate=True,
         )
-        pipe.execute()
+        had_sets = pipe.execute()[0]
+        if self._added and not had_sets:
+            log.warning("the frame registry of run %s is gone (Redis restarted?)", self.run)
+            self._forgot = True
+        self._added = True
 
     def frames(self, region: int, scan: int) -> set[int]:
-        return {int(f) for f in self.client.smembers(self.frames_key(region, scan))}
+        return {int(f) for f in self.client.smembers(self.keys.frames(region, scan))}
 
     def missing(self, region: int, scan: int, window: Sequence[int]) -> list[int]:
         window = list(window)
         if not window:
             return []
-        present = self.client.smismember(self.frames_key(region, scan), window)
+        present = self.client.smismember(self.keys.frames(region, scan), window)
         return [f for f, ok in zip(window, present, strict=True) if not ok]
 
     def is_complete(self, region: int, scan: int, window: Sequence[int]) -> bool:
@@ -225,11 +241,13 @@ class RedisRegistry:
             anchor, entries = pipe.execute()
             if anchor:
                 return self._collect(entries, cursor)
-            log.info(
-                "registry cursor %s is no longer in %s (trimmed); resynchronising",
+            log.warning(
+                "registry cursor %s is no longer in %s (trimmed, or Redis restarted without "
+                "its data); resynchronising",
                 cursor,
                 self._changes_key,
             )
+            self._forgot = True
         elif cursor is not None:
             log.warning("invalid registry cursor %r; resynchronising", cursor)
         pipe = self.client.pipeline(transaction=True)
@@ -256,3 +274,11 @@ class RedisRegistry:
 
     def clear_stop(self) -> None:
         self.client.delete(self._stop_key)
+
+    def forgot(self) -> bool:
+        """True once after Redis lost registrations: an `add` found the registry gone
+        although this registry had added to it before (checked in the add's own
+        transaction, so an add racing a restart is caught), or `changed_since` found
+        its cursor gone from the stream (lost, or trimmed past the cursor)."""
+        forgot, self._forgot = self._forgot, False
+        return forgot

@@ -8,30 +8,41 @@ Rank 0 resolves the servers (starting embedded ones when no URL is given),
 applies the schema, reads the checkpoints to resume, and broadcasts the URLs;
 every rank then runs its role loop. A failure before the loops start is
 broadcast too, so all ranks exit with the same clear error instead of hanging.
+Once the loops run, an error that a rank cannot recover from (a server gone for
+longer than its retries, a bug) ends the whole MPI job at once (MPI_Abort) with
+one message naming the rank and the cause: no rank waits for ever for a rank
+that is gone. The exit code is the largest of the ranks' (the statistics rank's
+is 1 when a scan's statistics could not be stored).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import signal
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
-from mpitrack import redis_client, services, store
+from mpitrack import services, wiring
 from mpitrack.config import Config
-from mpitrack.errors import MpitrackError
-from mpitrack.frames import DirectoryScanner, FramePattern
-from mpitrack.regions import omega_window
-from mpitrack.roles.dispatcher import Dispatcher, FrameFeed, JobLog, RunSummary
-from mpitrack.roles.stats import ScanStatistics, serve
-from mpitrack.roles.worker import JobRunner, work
-from mpitrack.schedule import Scheduler
+from mpitrack.errors import MpitrackError, UsageError
+from mpitrack.registry import RedisRegistry
+from mpitrack.roles.dispatcher import FrameFeed
+from mpitrack.roles.stats import serve
+from mpitrack.roles.worker import work
+from mpitrack.stopflag import StopFlag
 from mpitrack.urls import redact_url
+from mpitrack.wiring import RunOptions
+
+if TYPE_CHECKING:
+    from mpitrack.detector.cutter import Cutter
 
 log = logging.getLogger(__name__)
+
+# Seconds an aborting rank waits for mpiexec to pass its last log line on (_abort).
+ABORT_OUTPUT_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,66 +69,19 @@ class Layout:
         return "stats" if rank == self.stats_rank else "worker"
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    follow: bool = False
-    idle_timeout: float | None = None
+def check_launch(size: int, environ: Mapping[str, str]) -> None:
+    """Refuse a one-rank run inside a Slurm step of several tasks.
 
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT, and by SIGUSR1/SIGUSR2: SGE's -notify sends SIGUSR2 before
-    a kill and SIGUSR1 before a suspend or at s_rt, and MPICH's mpiexec forwards them."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def install(self, graceful: bool) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(signum, self._on_signal if graceful else self._ignore)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        log.warning(
-            "%s received: finishing in-flight jobs, then stopping", signal.Signals(signum).name
+    srun with no PMI that the MPI library speaks (``--mpi=none``, a site's
+    default) starts every task as a separate one-rank MPI job; each would then
+    dispatch every region of the same experiment against the same database.
+    """
+    tasks = environ.get("SLURM_STEP_NUM_TASKS", "")
+    if size == 1 and tasks.isdigit() and int(tasks) > 1:
+        raise UsageError(
+            f"srun started {tasks} tasks but each is a one-rank MPI job (the MPI library and "
+            "srun share no PMI): launch with srun --mpi=pmi2 (MPICH) or with mpiexec"
         )
-        self.requested = True
-
-    @staticmethod
-    def _ignore(signum: int, frame: FrameType | None) -> None:
-        log.info("%s received: rank 0 decides when to stop", signal.Signals(signum).name)
-
-
-def windows_of(config: Config) -> dict[int, tuple[int, ...]]:
-    n = config.frames.frames_per_scan
-    return {r.id: omega_window(r.frames[0], r.frames[1], n) for r in config.regions}
-
-
-def statistics_for(conn, config: Config) -> ScanStatistics:
-    """The statistics role of this run, with its live report as configured."""
-    return ScanStatistics(
-        conn,
-        config,
-        config.report.directory,
-        report=config.report.enabled,
-        refresh_interval=config.report.refresh_interval,
-    )
-
-
-def scheduler_for(config: Config, committed: dict[int, int], follow: bool) -> Scheduler:
-    """The run's scheduler: resuming after the committed scans, open-ended when following."""
-    last_scan = None if follow else config.scans.last
-    return Scheduler(
-        windows_of(config), config.scans.first, last_scan, committed, config.runtime.on_failure
-    )
-
-
-def prepare_database(config: Config, database_url: str) -> dict[int, int]:
-    """Apply the schema, record the regions, and return the committed scan per region."""
-    with store.connect(database_url, retries=config.runtime.connect_retries) as conn:
-        store.apply_schema(conn)
-        store.ensure_regions(conn, [(r.id, r.description) for r in config.regions])
-        return store.committed_scans(conn)
 
 
 def run(config: Config, options: RunOptions, comm=None) -> int:
@@ -129,6 +93,7 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
 
     comm = MPI.COMM_WORLD if comm is None else comm
     rank, size = comm.Get_rank(), comm.Get_size()
+    check_launch(size, os.environ)
     layout = Layout(size)
     started_wall, started_cpu = time.monotonic(), time.process_time()
     _tag_log_lines(rank, size, layout.role(rank))
@@ -146,12 +111,14 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
                     )
                 )
                 assert urls.database_url is not None and urls.redis_url is not None
-                committed = prepare_database(config, urls.database_url)
+                committed = wiring.prepare_database(config, urls.database_url, options.retry_failed)
                 if config.detector is not None:
                     from mpitrack.detector.settings import make_cutter
 
-                    cutter = make_cutter(config, config.detector)
-                redis_client.connect(urls.redis_url, config.runtime.connect_retries).close()
+                    cutter = make_cutter(
+                        config, config.detector, in_memory=not config.detector.cut_files
+                    )
+                wiring.connect_redis(config, urls.redis_url).close()
                 setup = {
                     "database_url": urls.database_url,
                     "redis_url": urls.redis_url,
@@ -180,36 +147,12 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
             if setup_error is not None:
                 raise setup_error
             return int(setup["exit_code"])  # type: ignore[arg-type]
-        database_url = str(setup["database_url"])
-        exit_code = 0
-        if rank == 0:
-            summary = _run_dispatcher(
-                comm,
-                layout,
-                config,
-                options,
-                database_url,
-                str(setup["redis_url"]),
-                setup["committed"],  # type: ignore[arg-type]
-                stop,
-                cutter,
-            )
-            for line in summary.lines():
-                (log.info if summary.ok else log.error)("%s", line)
-            exit_code = 0 if summary.ok else 1
-        elif rank == layout.stats_rank:
-            from mpitrack.transport.mpi import MPIStatsLink
-
-            with store.connect(database_url, retries=config.runtime.connect_retries) as conn:
-                serve(statistics_for(conn, config), MPIStatsLink(comm))
-        else:
-            from mpitrack.transport.mpi import MPIWorkerLink
-
-            runner = JobRunner(config, database_url, rank, windows_of(config))
-            try:
-                work(runner, MPIWorkerLink(comm))
-            finally:
-                runner.close()
+        try:
+            exit_code = _run_role(comm, layout, config, options, setup, stop, cutter)
+        except BaseException as exc:  # one rank gone must not leave the others waiting
+            if size == 1:
+                raise
+            _abort(comm, layout.role(rank), exc)
         wall, cpu = time.monotonic() - started_wall, time.process_time() - started_cpu
         # Waiting ranks must not spin (see transport/mpi.py): this line shows it.
         log.info(
@@ -221,7 +164,77 @@ def run(config: Config, options: RunOptions, comm=None) -> int:
             100.0 * cpu / wall if wall > 0 else 0.0,
         )
         _quiet_barrier(comm)
-        return int(comm.bcast(exit_code, root=0))
+        return int(comm.allreduce(exit_code, op=MPI.MAX))
+
+
+def _run_role(
+    comm,
+    layout: Layout,
+    config: Config,
+    options: RunOptions,
+    setup: dict[str, object],
+    stop: StopFlag,
+    cutter: Cutter | None,
+) -> int:
+    """This rank's role loop, to its end; the rank's exit code."""
+    rank = comm.Get_rank()
+    database_url = str(setup["database_url"])
+    if rank == 0:
+        redis_url = str(setup["redis_url"])
+        with wiring.lost_redis_is_unavailable(redis_url):
+            return _run_dispatcher(
+                comm,
+                layout,
+                config,
+                options,
+                database_url,
+                redis_url,
+                setup["committed"],  # type: ignore[arg-type]
+                stop,
+                cutter,
+            )
+    if rank == layout.stats_rank:
+        from mpitrack.transport.mpi import MPIStatsLink
+
+        with wiring.statistics(config, database_url) as statistics:
+            serve(statistics, MPIStatsLink(comm))
+            return wiring.statistics_exit_code(statistics)
+    from mpitrack.transport.mpi import MPIWorkerLink
+
+    runner = wiring.job_runner(config, database_url, rank)
+    try:
+        work(runner, MPIWorkerLink(comm))
+    finally:
+        runner.close()
+    return 0
+
+
+def _abort(comm, role: str, exc: BaseException) -> NoReturn:
+    """End every rank of the job now, after saying once which rank failed and why."""
+    rank = comm.Get_rank()
+    if isinstance(exc, MpitrackError):
+        code, cause, trace = exc.exit_code, str(exc), None
+    elif isinstance(exc, KeyboardInterrupt):
+        code, cause, trace = 130, "interrupted", None
+    else:
+        code, cause, trace = 1, f"{type(exc).__name__}: {exc}", exc
+    log.critical(
+        "rank %d (%s) cannot go on: %s; ending the whole MPI job (exit code %d). "
+        "Run the same command again to resume from the checkpoints.",
+        rank,
+        role,
+        cause,
+        code,
+        exc_info=trace,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    # mpiexec forwards each rank's stderr through a pipe, and MPI_Abort tears the
+    # job down without draining it: without this pause the line above is lost
+    # now and then (seen in CI), and the user gets exit code 3 with no reason.
+    time.sleep(ABORT_OUTPUT_GRACE_S)
+    comm.Abort(code)
+    raise SystemExit(code)  # not reached: Abort ends the process
 
 
 def _run_dispatcher(
@@ -233,64 +246,47 @@ def _run_dispatcher(
     redis_url: str,
     committed: dict[int, int],
     stop: StopFlag,
-    cutter: FrameFeed | None = None,
-) -> RunSummary:
-    from mpitrack.registry import RedisRegistry
-
-    client = redis_client.connect(redis_url, config.runtime.connect_retries)
-    registry = RedisRegistry(client, config.run)
-    registry.clear_stop()
-    windows = windows_of(config)
-    scheduler = scheduler_for(config, committed, options.follow)
-    log.info(
-        "%s jobs to run%s",
-        scheduler.total_jobs if scheduler.total_jobs is not None else "open-ended",
-        f" (resuming: {len(committed)} regions have checkpoints)" if committed else "",
-    )
-    # With a detector, rank 0 reads each raw frame once and writes the region
-    # frames (docs/detector.md); otherwise producers write region frames.
-    scanner: FrameFeed = cutter or DirectoryScanner(
-        config.frames.directory, FramePattern(config.frames.pattern)
-    )
-    job_log = JobLog.open(job_log_path(config.workdir))
+    cutter: Cutter | None = None,
+) -> int:
+    """Rank 0: the dispatcher over MPI (or in-process), and the statistics when no
+    rank of their own is left for them; the exit code."""
+    # With a detector, rank 0 reads each raw frame once and cuts the region frames,
+    # into memory (sent with the jobs) or into files (docs/detector.md); otherwise
+    # producers write region frames.
+    scanner: FrameFeed = cutter or wiring.frame_scanner(config)
+    fanout = cutter if cutter is not None and cutter.buffer is not None else None
     with contextlib.ExitStack() as stack:
-        stack.callback(job_log.close)
         if cutter is not None:
             stack.callback(cutter.close)
-        stack.callback(client.close)
-        stats_conn = None
+        client = stack.enter_context(contextlib.closing(wiring.connect_redis(config, redis_url)))
+        local_stats = None
         if layout.stats_rank is None:
-            stats_conn = stack.enter_context(
-                store.connect(database_url, retries=config.runtime.connect_retries)
-            )
-        local_stats = statistics_for(stats_conn, config) if stats_conn is not None else None
+            local_stats = stack.enter_context(wiring.statistics(config, database_url))
         if layout.size == 1:
             from mpitrack.transport.local import LOCAL_WORKER, LocalLink
 
-            runner = JobRunner(config, database_url, LOCAL_WORKER, windows)
+            runner = wiring.job_runner(config, database_url, LOCAL_WORKER)
             stack.callback(runner.close)
             link = LocalLink(runner.run, local_stats)
         else:
             from mpitrack.transport.mpi import MPIDispatcherLink
 
             link = MPIDispatcherLink(comm, layout.workers, layout.stats_rank, local_stats)
-        dispatcher = Dispatcher(
-            scheduler=scheduler,
-            registry=registry,
+        summary = wiring.run_dispatcher(
+            config,
+            options,
+            committed,
+            registry=RedisRegistry(client, config.run),
             link=link,
-            windows=windows,
             scanner=scanner,
-            poll_interval=config.runtime.poll_interval,
-            stop_requested=lambda: stop.requested or registry.stop_requested(),
-            idle_timeout=options.idle_timeout
-            if options.idle_timeout is not None
-            else config.runtime.idle_timeout,
-            job_log=job_log,
+            stop=stop,
+            fanout=fanout,
         )
-        summary = dispatcher.run()
+        code = wiring.exit_code(summary)
         if local_stats is not None:
             local_stats.finish()
-        return summary
+            code = max(code, wiring.statistics_exit_code(local_stats))
+        return code
 
 
 def _quiet_barrier(comm) -> None:
@@ -312,7 +308,3 @@ def _tag_log_lines(rank: int, size: int, role: str) -> None:
                 fmt.replace("%(message)s", tag + "%(message)s"), datefmt="%Y-%m-%dT%H:%M:%S"
             )
         )
-
-
-def job_log_path(workdir: Path) -> Path:
-    return workdir / "logs" / "jobs.jsonl"

@@ -14,11 +14,18 @@ idle, jobs done or failed) and carries out what comes back. The rules:
   statistics can follow the experiment.
 - The run is over when every region is finished through the last scan (or
   stopped), or, after `drain()`, as soon as nothing is in flight.
+
+Every event and every question costs O(log regions) or less, not a pass over
+the regions: at 10,000 regions the dispatcher asks several of them for each
+job, and passes over the regions made scheduling, not tracking, the limit.
+Only the reports for a stalled or ended run (`waiting_for`, `unfinished`,
+`stopped_regions`) look at every region.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -76,7 +83,23 @@ class Scheduler:
         self._busy: set[int] = set()
         self._aborted = False
         self._draining = False
-        self._scan_reported = min(r.next_scan for r in self._regions.values()) - 1
+        # Candidates for assign: (next scan, region) pushed when a region may have
+        # become ready; entries that went stale are dropped when they come up.
+        self._ready: list[tuple[int, int]] = []
+        self._in_flight = 0
+        # Owners of regions that are not stopped (for affinity), per worker.
+        self._owners: Counter[int] = Counter()
+        # Regions neither stopped nor past the last scan: the run is over at 0.
+        self._open = sum(self._is_open(state) for state in self._regions.values())
+        # Next scans of the regions that are not stopped, and the lowest of them
+        # (it only grows: next scans grow and regions only leave).
+        self._live = len(self._regions)
+        self._live_next: Counter[int] = Counter(s.next_scan for s in self._regions.values())
+        self._lowest_live = min(self._live_next)
+        self._highest_next = max(self._live_next)
+        # Scans complete before this run are reported too (first of all), so that
+        # statistics an earlier run could not store are filled in.
+        self._scan_reported = self.first_scan - 1
         self._total_jobs = (
             None
             if self.last_scan is None
@@ -90,6 +113,8 @@ class Scheduler:
         state = self._regions.get(region)
         if state is not None and scan >= state.next_scan:
             self._complete.add((region, scan))
+            if scan == state.next_scan:
+                self._push_if_ready(region, state)
 
     def worker_idle(self, worker: int) -> None:
         """A worker asks for work."""
@@ -106,7 +131,7 @@ class Scheduler:
         """The job failed; the failure policy decides what the region does next."""
         state = self._finish(job, worker)
         if self.on_failure == "stop_region":
-            state.stopped = True
+            self._stop(state)
         elif self.on_failure == "abort":
             self._aborted = True
 
@@ -120,30 +145,27 @@ class Scheduler:
         """Match ready jobs to idle workers; the dispatcher sends each pair."""
         if self._aborted or self._draining or not self._idle:
             return []
-        ready = [
-            (state.next_scan, region)
-            for region, state in self._regions.items()
-            if self._is_ready(region, state)
-        ]
-        heapq.heapify(ready)
         assigned: list[tuple[int, Job]] = []
-        while ready and self._idle:
-            _, region = heapq.heappop(ready)
+        while self._ready and self._idle:
+            scan, region = heapq.heappop(self._ready)
             state = self._regions[region]
+            if scan != state.next_scan or not self._is_ready(region, state):
+                continue  # stale: assigned, finished or stopped since it was pushed
             worker = state.owner if state.owner in self._idle else self._pick_idle()
             self._idle.remove(worker)
             self._busy.add(worker)
             state.in_flight = True
-            state.owner = worker
+            self._in_flight += 1
+            self._set_owner(state, worker)
             job = Job(region, state.next_scan, state.last_committed)
             self._complete.discard((region, state.next_scan))
             assigned.append((worker, job))
         return assigned
 
     def scans_completed(self) -> list[int]:
-        """Scans newly finished for every region since the last call, in order."""
-        live = [s.next_scan for s in self._regions.values() if not s.stopped]
-        done_through = (min(live) if live else self._max_scan_seen()) - 1
+        """Scans newly finished for every region since the last call, in order; the
+        first call includes the scans finished before this run."""
+        done_through = (self._lowest_live_scan() if self._live else self._highest_next) - 1
         if self.last_scan is not None:
             done_through = min(done_through, self.last_scan)
         newly = list(range(self._scan_reported + 1, done_through + 1))
@@ -159,6 +181,19 @@ class Scheduler:
             and scan >= state.next_scan
             and self._within_range(scan)
             and (region, scan) not in self._complete
+        )
+
+    def needs(self, region: int, scan: int) -> bool:
+        """Whether (region, scan) is still to be tracked in this run: its frames are worth
+        reading (False once committed or skipped, for a stopped region, after a stop)."""
+        state = self._regions.get(region)
+        return (
+            state is not None
+            and not state.stopped
+            and not self._aborted
+            and not self._draining
+            and scan >= state.next_scan
+            and self._within_range(scan)
         )
 
     def idle_workers(self) -> set[int]:
@@ -180,7 +215,7 @@ class Scheduler:
 
     @property
     def in_flight(self) -> int:
-        return sum(state.in_flight for state in self._regions.values())
+        return self._in_flight
 
     @property
     def draining(self) -> bool:
@@ -196,10 +231,7 @@ class Scheduler:
             return False
         if self._aborted or self._draining:
             return True
-        return all(
-            state.stopped or not self._within_range(state.next_scan)
-            for state in self._regions.values()
-        )
+        return self._open == 0
 
     def unfinished(self) -> list[tuple[int, int]]:
         """(region, next scan) of regions that did not reach the last scan (none if open-ended)."""
@@ -229,10 +261,36 @@ class Scheduler:
                 f"region {job.region} scan {job.scan} is not in flight "
                 f"(region is at scan {state.next_scan})"
             )
+        was_open = self._is_open(state)
         state.in_flight = False
+        self._in_flight -= 1
+        self._live_next[state.next_scan] -= 1
         state.next_scan = job.scan + 1
+        self._live_next[state.next_scan] += 1
+        self._highest_next = max(self._highest_next, state.next_scan)
+        self._open += self._is_open(state) - was_open
         self._busy.discard(worker)
+        self._push_if_ready(job.region, state)
         return state
+
+    def _stop(self, state: _Region) -> None:
+        """The region takes no more jobs (failure policy stop_region)."""
+        self._open -= self._is_open(state)
+        if state.owner is not None:
+            self._owners[state.owner] -= 1
+        self._live -= 1
+        self._live_next[state.next_scan] -= 1
+        state.stopped = True
+
+    def _set_owner(self, state: _Region, worker: int) -> None:
+        if state.owner is not None:
+            self._owners[state.owner] -= 1
+        state.owner = worker
+        self._owners[worker] += 1
+
+    def _push_if_ready(self, region: int, state: _Region) -> None:
+        if self._is_ready(region, state):
+            heapq.heappush(self._ready, (state.next_scan, region))
 
     def _is_ready(self, region: int, state: _Region) -> bool:
         return (
@@ -242,17 +300,22 @@ class Scheduler:
             and (region, state.next_scan) in self._complete
         )
 
+    def _is_open(self, state: _Region) -> bool:
+        return not state.stopped and self._within_range(state.next_scan)
+
     def _within_range(self, scan: int) -> bool:
         return self.last_scan is None or scan <= self.last_scan
 
     def _pick_idle(self) -> int:
         # Prefer an idle worker that owns no region with work pending soon, so
         # affinity survives; otherwise the longest-waiting worker.
-        owners = {s.owner for s in self._regions.values() if not s.stopped}
         for worker in self._idle:
-            if worker not in owners:
+            if self._owners[worker] == 0:
                 return worker
         return self._idle[0]
 
-    def _max_scan_seen(self) -> int:
-        return max(s.next_scan for s in self._regions.values())
+    def _lowest_live_scan(self) -> int:
+        while self._live_next[self._lowest_live] <= 0:
+            del self._live_next[self._lowest_live]
+            self._lowest_live += 1
+        return self._lowest_live

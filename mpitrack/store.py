@@ -4,9 +4,15 @@ One job = one transaction: the region's measurement rows for the scans the
 tracker decided or revised, the tracks' first/last detected scans, and the
 region's checkpoint. A job whose scan is not newer than the region's committed
 checkpoint is skipped inside that transaction, so re-committing it (a retried
-message, a re-run after a crash) changes nothing. Rows travel by COPY into a
-temporary staging table, then one INSERT ... ON CONFLICT moves them: never a
-statement, let alone a connection, per row.
+message, a re-run after a crash) changes nothing. A job's rows travel as column
+arrays to one server-side call (`commit_job`, sql/migrations/005_throughput.sql),
+one round trip for a worker's job: never a statement, let alone a connection,
+per row.
+
+The roles do not call this module: they use the storage protocols
+(storage/base.py), which storage/postgres.py implements on top of it.
+About 430 lines, one module on purpose: a third of it is the commit's SQL,
+which is read next to the code that runs it.
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +32,22 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from mpitrack.errors import ServiceUnavailable, UsageError
-from mpitrack.track.result import TrackRow
-from mpitrack.urls import redact_url
+from mpitrack.storage.base import Checkpoint, JobResult
+from mpitrack.urls import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+def _sql_dir() -> Path:
+    """Where the schema and migrations are: mpitrack/sql/ in an installed wheel (the
+    build copies them there, see setup.py), else the top-level sql/ of the source
+    tree, which is their source of truth (a checkout, an editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "sql"
+    return installed if (installed / "schema.sql").is_file() else package.parent / "sql"
+
+
+SQL_DIR = _sql_dir()
 
 
 def _latest_schema_version() -> int:
@@ -58,7 +74,8 @@ def describe_server(url: str) -> str:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "<unparsable database URL>"
-    return f"{params.get('host') or 'local socket'}:{params.get('port') or 5432}"
+    where = f"{params.get('host') or 'local socket'}:{params.get('port') or 5432}"
+    return redact_text(where, url)
 
 
 def with_database(url: str, dbname: str) -> str:
@@ -87,17 +104,44 @@ def drop_database(server_url: str, url: str) -> None:
 
 
 def connect(
-    url: str, retries: int = 5, backoff: float = 0.5, application_name: str = "mpitrack"
+    url: str,
+    experiment: str | None,
+    retries: int = 5,
+    backoff: float = 0.5,
+    application_name: str = "mpitrack",
+    autocommit: bool = False,
 ) -> psycopg.Connection:
-    """Connect with bounded retries and exponential backoff.
+    """A connection that works inside experiment ``experiment``'s schema.
 
-    Raises ServiceUnavailable naming the server (host and port, the URL
-    without its password) after ``retries`` further attempts.
+    This is how experiments share a database (docs/admin.md): every table of
+    an experiment lives in the PostgreSQL schema named after it (the config's
+    ``run``), and every connection sets ``search_path`` to that schema alone
+    when it opens, so all SQL here, in stats/ and in evaluate.py names tables
+    unqualified and reaches one experiment's tables and no other's. (A new
+    connection after a reconnect is scoped the same way: it comes from here.)
+    ``autocommit``: each statement is its own transaction unless one is opened
+    (a worker's connection, so that a job's commit is one round trip).
+
+    Connecting retries ``retries`` times with exponential backoff, then raises
+    ServiceUnavailable naming the server (host and port, never a password).
     """
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(
+            f"invalid database URL {redact_url(url)}: {redact_text(str(exc), url)}"
+        ) from None
+    options = " ".join(filter(None, [params.get("options"), _search_path_option(experiment)]))
     last_error: Exception | None = None
     for attempt in range(retries + 1):
         try:
-            return psycopg.connect(url, application_name=application_name, connect_timeout=10)
+            return psycopg.connect(
+                url,
+                application_name=application_name,
+                connect_timeout=10,
+                options=options,
+                autocommit=autocommit,
+            )
         except psycopg.OperationalError as exc:
             last_error = exc
             if attempt < retries:
@@ -111,23 +155,69 @@ def connect(
                 )
                 time.sleep(delay)
         except psycopg.ProgrammingError as exc:
-            raise UsageError(f"invalid database URL {redact_url(url)}: {exc}") from None
+            raise UsageError(
+                f"invalid database URL {redact_url(url)}: {redact_text(str(exc), url)}"
+            ) from None
     reason = str(last_error).strip().splitlines()[0] if last_error else "unknown error"
     raise ServiceUnavailable(
         f"cannot connect to PostgreSQL at {describe_server(url)} ({redact_url(url)}) "
-        f"after {retries + 1} attempts: {reason}"
+        f"after {retries + 1} attempts: {redact_text(reason, url)}"
     )
 
 
-def apply_schema(conn: psycopg.Connection) -> int:
-    """Apply sql/schema.sql and any sql/migrations/*.sql not yet applied; return the version.
+def _search_path_option(experiment: str | None) -> str:
+    """libpq's ``options`` that make ``experiment``'s schema the only one searched."""
+    if experiment is None:
+        return "-c search_path=pg_catalog"
+    quoted = '"' + experiment.replace('"', '""') + '"'
+    escaped = quoted.replace("\\", "\\\\").replace(" ", "\\ ")
+    return f"-c search_path={escaped}"
+
+
+def experiment_of(conn: psycopg.Connection) -> str:
+    """The experiment whose schema ``conn`` works in (see `connect`).
+
+    Raises ValueError for a connection that `connect` did not scope, so that
+    nothing is ever created in, or read from, a schema shared by everyone.
+    """
+    row = conn.execute("SELECT current_setting('search_path')").fetchone()
+    path = str(row[0]) if row else ""
+    match = re.fullmatch(r'"((?:[^"]|"")+)"', path)
+    if match is None:
+        raise ValueError(
+            f"connection has search_path {path!r}, not one experiment's schema "
+            "(connect with mpitrack.store.connect)"
+        )
+    return match.group(1).replace('""', '"')
+
+
+def experiments(conn: psycopg.Connection) -> list[str]:
+    """The experiments (schemas holding mpitrack's tables) of the connection's database."""
+    rows = conn.execute(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = 'tracker_checkpoints' AND c.relkind = 'r' ORDER BY 1"
+    ).fetchall()
+    conn.commit()
+    return [str(name) for (name,) in rows]
+
+
+def apply_schema(conn: psycopg.Connection, axes: Sequence[str] | None = None) -> int:
+    """Apply sql/schema.sql and any sql/migrations/*.sql not yet applied to the
+    experiment's schema (created if need be), then the typed results view for
+    the feature axes (the config's ``frames.axes``; None keeps those recorded,
+    see results/views.py); return the version.
 
     Safe to call concurrently and repeatedly: an advisory lock serialises
     callers and every statement is idempotent.
     """
+    # Here, not at the top: mpitrack.results (the API) imports this module.
+    from mpitrack.results.views import ensure_views
+
     migrations = sorted((SQL_DIR / "migrations").glob("[0-9][0-9][0-9]_*.sql"))
+    experiment = experiment_of(conn)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(experiment)))
         conn.execute((SQL_DIR / "schema.sql").read_text(encoding="utf-8"))
         version = schema_version(conn)
         for path in migrations:
@@ -137,6 +227,7 @@ def apply_schema(conn: psycopg.Connection) -> int:
                 conn.execute(path.read_text(encoding="utf-8"))
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
                 version = number
+        ensure_views(conn, axes)
     return version
 
 
@@ -172,22 +263,6 @@ def ensure_regions(conn: psycopg.Connection, regions: Iterable[tuple[int, str]])
         )
 
 
-@dataclass(frozen=True)
-class JobResult:
-    """Everything one (region, scan) job commits.
-
-    rows replace the stored rows of scans first_open_scan..scan (inclusive) of
-    the region; checkpoint is the tracker state after ``scan``.
-    """
-
-    region_id: int
-    scan: int
-    first_open_scan: int
-    rows: Sequence[TrackRow]
-    checkpoint: bytes
-    format_version: int
-
-
 class NonFiniteFeature(ValueError):
     """A feature value is NaN or infinite: JSON (and JSONB) cannot hold it."""
 
@@ -221,99 +296,13 @@ def _non_finite_key(value: Any, path: str = "") -> str | None:
     return None
 
 
-_STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS staging_measurements (
-    region_id integer NOT NULL, track_id integer NOT NULL, scan_number integer NOT NULL,
-    detected boolean NOT NULL, overlapping boolean NOT NULL, features jsonb NOT NULL
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS staging_windows (
-    region_id integer NOT NULL, first_scan integer NOT NULL, last_scan integer NOT NULL
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS affected_tracks (
-    region_id integer NOT NULL, track_id integer NOT NULL
-) ON COMMIT DELETE ROWS;
-"""
-
-# The statements of one commit, in order. Windows name the scans whose rows the
-# jobs replace; rows outside the new answer are deleted, the rest upserted,
-# and only rows that really change are written (re-commits touch nothing).
-_COMMIT_SQL = (
-    """
-    INSERT INTO tracks (region_id, track_id)
-    SELECT DISTINCT region_id, track_id FROM staging_measurements
-    ON CONFLICT DO NOTHING
-    """,
-    # Rows of the open window that the new answer no longer has; their tracks
-    # may be left without rows (dropped below).
-    """
-    WITH gone AS (
-        DELETE FROM measurements m
-        USING staging_windows w
-        WHERE m.region_id = w.region_id
-          AND m.scan_number BETWEEN w.first_scan AND w.last_scan
-          AND NOT EXISTS (
-              SELECT 1 FROM staging_measurements s
-              WHERE s.region_id = m.region_id AND s.track_id = m.track_id
-                AND s.scan_number = m.scan_number)
-        RETURNING m.region_id, m.track_id
-    )
-    INSERT INTO affected_tracks SELECT DISTINCT region_id, track_id FROM gone
-    """,
-    """
-    INSERT INTO measurements (region_id, track_id, scan_number, detected, overlapping, features)
-    SELECT region_id, track_id, scan_number, detected, overlapping, features
-    FROM staging_measurements
-    ON CONFLICT (region_id, scan_number, track_id) DO UPDATE
-    SET detected = excluded.detected, overlapping = excluded.overlapping,
-        features = excluded.features
-    WHERE (measurements.detected, measurements.overlapping, measurements.features)
-          IS DISTINCT FROM (excluded.detected, excluded.overlapping, excluded.features)
-    """,
-    # First/last detected scans, incrementally. The window ends at the job's
-    # scan, the region's newest, and rows before it are final, so: the first
-    # detection stays if it precedes the window, else it is the window's
-    # first; the last is the window's last, else the stored one if it precedes
-    # the window, else (rare: the window lost its detections) an index probe.
-    """
-    WITH spans AS (
-        SELECT region_id, track_id,
-               min(scan_number) FILTER (WHERE detected) AS first_in_window,
-               max(scan_number) FILTER (WHERE detected) AS last_in_window
-        FROM staging_measurements GROUP BY region_id, track_id
-        UNION ALL
-        SELECT DISTINCT a.region_id, a.track_id, NULL::integer, NULL::integer
-        FROM affected_tracks a
-        WHERE NOT EXISTS (SELECT 1 FROM staging_measurements s
-                          WHERE s.region_id = a.region_id AND s.track_id = a.track_id)
-    ),
-    spans_now AS (
-        SELECT t.region_id, t.track_id,
-               t.first_detected_scan AS old_first, t.last_detected_scan AS old_last,
-               CASE WHEN t.first_detected_scan < w.first_scan THEN t.first_detected_scan
-                    ELSE s.first_in_window END AS new_first,
-               CASE WHEN s.last_in_window IS NOT NULL THEN s.last_in_window
-                    WHEN t.last_detected_scan < w.first_scan THEN t.last_detected_scan
-                    ELSE (SELECT max(m.scan_number) FROM measurements m
-                          WHERE m.region_id = t.region_id AND m.track_id = t.track_id
-                            AND m.detected AND m.scan_number < w.first_scan)
-               END AS new_last
-        FROM tracks t
-        JOIN spans s USING (region_id, track_id)
-        JOIN staging_windows w USING (region_id)
-    )
-    UPDATE tracks t
-    SET first_detected_scan = n.new_first, last_detected_scan = n.new_last
-    FROM spans_now n
-    WHERE t.region_id = n.region_id AND t.track_id = n.track_id
-      AND (n.old_first, n.old_last) IS DISTINCT FROM (n.new_first, n.new_last)
-    """,
-    """
-    DELETE FROM tracks t
-    USING (SELECT DISTINCT region_id, track_id FROM affected_tracks) a
-    WHERE t.region_id = a.region_id AND t.track_id = a.track_id
-      AND NOT EXISTS (SELECT 1 FROM measurements m
-                      WHERE m.region_id = t.region_id AND m.track_id = t.track_id)
-    """,
+# One job's commit: the server-side function of sql/migrations/005_throughput.sql.
+# Binary parameters (%b): psycopg's text format quotes and escapes every JSON
+# string of the features array in Python, about 2 ms a job; binary sends them as
+# they are.
+COMMIT_JOB_SQL = (
+    "SELECT commit_job(%b, %b, %b, %b::integer[], %b::integer[], %b::boolean[], "
+    "%b::boolean[], %b::text[], %b, %b)"
 )
 
 
@@ -325,6 +314,13 @@ class JobWriter:
     committed (their scan is not newer than the region's checkpoint) are left
     out, which is what makes a re-commit a no-op.
 
+    A job is one call of the server-side ``commit_job`` (migration 005). On
+    an autocommit connection (a worker's, `PostgresJobStore`) a one-job
+    commit is that one statement, its own transaction: one round trip.
+    Otherwise (several jobs, or a caller's transaction around the commit)
+    the calls run inside ``conn.transaction()``. docs/architecture.md
+    ("Commits") has the measurements behind this shape.
+
     synchronous_commit=False lets a commit return before its WAL reaches the
     disk. That is safe for mpitrack's guarantees: a transaction is still
     atomic, and an operating-system crash can only lose a suffix of the most
@@ -334,10 +330,9 @@ class JobWriter:
 
     def __init__(self, conn: psycopg.Connection, synchronous_commit: bool = True) -> None:
         self.conn = conn
-        conn.execute(_STAGING_DDL)
         if not synchronous_commit:
             conn.execute("SET synchronous_commit TO off")
-        conn.commit()
+            conn.commit()
 
     def commit(self, jobs: Sequence[JobResult]) -> list[JobResult]:
         regions = [job.region_id for job in jobs]
@@ -345,75 +340,61 @@ class JobWriter:
             raise ValueError("one commit holds at most one job per region")
         if not jobs:
             return []
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            committed = dict(
-                cur.execute(
-                    "SELECT region_id, scan_number FROM tracker_checkpoints "
-                    "WHERE region_id = ANY(%s) FOR UPDATE",
-                    (regions,),
-                ).fetchall()
-            )
-            fresh = [j for j in jobs if committed.get(j.region_id, -1) < j.scan]
-            for job in jobs:
-                if committed.get(job.region_id, -1) >= job.scan:
-                    log.info(
-                        "region %d scan %d already committed (checkpoint at scan %d): skipped",
-                        job.region_id,
-                        job.scan,
-                        committed[job.region_id],
-                    )
-            if not fresh:
-                return []
-            with cur.copy(
-                "COPY staging_windows (region_id, first_scan, last_scan) FROM STDIN"
-            ) as copy:
-                for job in fresh:
-                    copy.write_row((job.region_id, job.first_open_scan, job.scan))
-            with cur.copy(
-                "COPY staging_measurements "
-                "(region_id, track_id, scan_number, detected, overlapping, features) FROM STDIN"
-            ) as copy:
-                for job in fresh:
-                    for row in job.rows:
-                        if not job.first_open_scan <= row.scan <= job.scan:
-                            raise ValueError(
-                                f"region {job.region_id} job scan {job.scan}: row for scan "
-                                f"{row.scan} is outside the open window "
-                                f"{job.first_open_scan}..{job.scan}"
-                            )
-                        where = f"region {job.region_id} scan {row.scan} track {row.track_id}"
-                        copy.write_row(
-                            (
-                                job.region_id,
-                                row.track_id,
-                                row.scan,
-                                row.detected,
-                                row.overlapping,
-                                encode_features(row.features, where),
-                            )
-                        )
-            # Temporary tables have no statistics until analysed; without
-            # them the planner guesses thousands of rows and scans whole
-            # tables, so a commit would slow down as the tables grow.
-            cur.execute("ANALYZE staging_windows, staging_measurements")
-            for statement in _COMMIT_SQL:
-                cur.execute(statement)
-            cur.executemany(
-                "INSERT INTO tracker_checkpoints (region_id, scan_number, format_version, state) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (region_id) DO UPDATE "
-                "SET scan_number = excluded.scan_number, format_version = excluded.format_version, "
-                "state = excluded.state, committed_at = now()",
-                [(j.region_id, j.scan, j.format_version, j.checkpoint) for j in fresh],
-            )
-        return fresh
+        # Validate and encode everything before anything is sent. Calls go in
+        # region order: each locks its region's row, so two batches cannot
+        # deadlock.
+        ordered = sorted(jobs, key=lambda job: job.region_id)
+        params = [commit_params(job) for job in ordered]
+        if self.conn.autocommit and len(params) == 1:
+            # One statement is its own transaction: one round trip.
+            results = [self._call(params[0])]
+        else:
+            with self.conn.transaction():
+                results = [self._call(p) for p in params]
+        for job, wrote in zip(ordered, results, strict=True):
+            if not wrote:
+                log.info(
+                    "region %d scan %d already committed (checkpoint at or past it): skipped",
+                    job.region_id,
+                    job.scan,
+                )
+        written = {job.region_id for job, wrote in zip(ordered, results, strict=True) if wrote}
+        return [job for job in jobs if job.region_id in written]
+
+    def _call(self, params: tuple[Any, ...]) -> bool:
+        row = self.conn.execute(COMMIT_JOB_SQL, params).fetchone()
+        return bool(row and row[0])
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    region_id: int
-    scan: int
-    format_version: int
-    state: bytes
+def commit_params(job: JobResult) -> tuple[Any, ...]:
+    """``commit_job``'s arguments for one job: its rows as column arrays, features as JSON
+    text. Raises for a row outside the job's open window or a feature that is not finite."""
+    tracks, scans, detected, overlapping, features = [], [], [], [], []
+    for row in job.rows:
+        if not job.first_open_scan <= row.scan <= job.scan:
+            raise ValueError(
+                f"region {job.region_id} job scan {job.scan}: row for scan "
+                f"{row.scan} is outside the open window "
+                f"{job.first_open_scan}..{job.scan}"
+            )
+        tracks.append(row.track_id)
+        scans.append(row.scan)
+        detected.append(row.detected)
+        overlapping.append(row.overlapping)
+        where = f"region {job.region_id} scan {row.scan} track {row.track_id}"
+        features.append(encode_features(row.features, where))
+    return (
+        job.region_id,
+        job.scan,
+        job.first_open_scan,
+        tracks,
+        scans,
+        detected,
+        overlapping,
+        features,
+        job.format_version,
+        job.checkpoint,
+    )
 
 
 def load_checkpoint(conn: psycopg.Connection, region_id: int) -> Checkpoint | None:
@@ -427,11 +408,29 @@ def load_checkpoint(conn: psycopg.Connection, region_id: int) -> Checkpoint | No
     return Checkpoint(region_id, int(row[0]), int(row[1]), bytes(row[2]))
 
 
+def committed_scan(conn: psycopg.Connection, region_id: int) -> int | None:
+    """The region's last committed scan (one row; `committed_scans` reads every region)."""
+    row = conn.execute(
+        "SELECT scan_number FROM tracker_checkpoints WHERE region_id = %s", (region_id,)
+    ).fetchone()
+    conn.commit()
+    return None if row is None else int(row[0])
+
+
 def committed_scans(conn: psycopg.Connection) -> dict[int, int]:
     """The last committed scan of every region that has a checkpoint."""
     rows = conn.execute("SELECT region_id, scan_number FROM tracker_checkpoints").fetchall()
     conn.commit()
     return {int(r): int(s) for r, s in rows}
+
+
+def checkpoint_formats(conn: psycopg.Connection) -> dict[int, tuple[int, int]]:
+    """(last committed scan, checkpoint format version) of every region that has one."""
+    rows = conn.execute(
+        "SELECT region_id, scan_number, format_version FROM tracker_checkpoints"
+    ).fetchall()
+    conn.commit()
+    return {int(r): (int(s), int(v)) for r, s, v in rows}
 
 
 def record_failure(
@@ -445,3 +444,32 @@ def record_failure(
             "WHERE region_id = %s AND scan_number = %s",
             (region_id, scan, file, error, region_id, scan),
         )
+
+
+def failed_regions(conn: psycopg.Connection) -> dict[int, int]:
+    """Regions with failed jobs not retried yet: region -> its earliest failed scan."""
+    rows = conn.execute(
+        "SELECT region_id, min(scan_number) FROM job_failures WHERE retried_at IS NULL "
+        "GROUP BY region_id"
+    ).fetchall()
+    conn.commit()
+    return {int(region): int(scan) for region, scan in rows}
+
+
+def reset_regions(conn: psycopg.Connection, regions: Sequence[int], stats_from: int) -> None:
+    """Forget what ``regions`` committed (rows, tracks, checkpoints), mark their
+    failures retried, and drop the statistics of scans ``stats_from`` and later: the
+    next run tracks those regions again from their first scan (a region's scans
+    depend on each other, so a scan cannot be redone alone) and recomputes the
+    statistics their new rows change. One transaction."""
+    regions = list(regions)
+    with conn.transaction():
+        conn.execute("DELETE FROM measurements WHERE region_id = ANY(%s)", (regions,))
+        conn.execute("DELETE FROM tracks WHERE region_id = ANY(%s)", (regions,))
+        conn.execute("DELETE FROM tracker_checkpoints WHERE region_id = ANY(%s)", (regions,))
+        conn.execute(
+            "UPDATE job_failures SET retried_at = now() "
+            "WHERE region_id = ANY(%s) AND retried_at IS NULL",
+            (regions,),
+        )
+        conn.execute("DELETE FROM scan_stats WHERE scan_number >= %s", (stats_from,))

@@ -1,5 +1,5 @@
 # Sourced by scripts/test and scripts/demo: make .venv (once) and install mpitrack
-# into it with the extras for local runs, tests and plots. Re-installs only when
+# into it with the extras for local runs, tests, plots and compressed detector HDF5. Re-installs only when
 # pyproject.toml changed, so repeated runs start in a second.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +19,7 @@ want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "installing mpitrack and its dependencies into $VENV" >&2
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[local,test,plots]"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[local,test,plots,detector]"
     echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

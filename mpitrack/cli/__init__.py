@@ -24,6 +24,8 @@ _COMMANDS = (
     "evaluate",
     "baseline",
     "report",
+    "export",
+    "show",
     "listen",
     "dispatch",
     "work",

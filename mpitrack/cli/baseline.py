@@ -66,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mpitrack.config import load_config
-    from mpitrack.frames import FrameError, FramePattern, load_volume
+    from mpitrack.frames import FrameError, FrameMasks, FramePattern, load_volume
     from mpitrack.regions import omega_window
     from mpitrack.track.detect import detect_spots
 
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     config = load_config(args.config)
     pattern = FramePattern(config.frames.pattern)
+    masks = FrameMasks(config.frames.mask.values, config.frames.mask.file)
     axes = tuple(config.frames.axes)
     first, last = config.scans.first, config.scans.last
 
@@ -87,7 +88,13 @@ def run(args: argparse.Namespace) -> int:
         while last is None or scan <= last:
             try:
                 volume = load_volume(
-                    config.frames.directory, pattern, region_id, scan, window, config.frames.shape
+                    config.frames.directory,
+                    pattern,
+                    region_id,
+                    scan,
+                    window,
+                    config.frames.shape,
+                    masks.for_region(region_id),
                 )
             except FrameError as exc:
                 if last is None:

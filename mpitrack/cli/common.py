@@ -7,8 +7,9 @@ import os
 import re
 from pathlib import Path
 
-from mpitrack.config import Config, load_config
+from mpitrack.config import Config, load_config, run_name_problem
 from mpitrack.errors import UsageError
+from mpitrack.urls import redact_url, url_problem
 
 
 def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -41,6 +42,38 @@ def add_workdir_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_retry_failed_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="track the regions that have failed jobs (table job_failures) again from their "
+        "first scan: fix or replace their frames first (docs/admin.md)",
+    )
+
+
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run",
+        metavar="NAME",
+        help="the experiment (its run name, which names its schema in the database); "
+        "default: the config's run, else MPITRACK_RUN",
+    )
+
+
+def experiment_name(args: argparse.Namespace) -> str | None:
+    """The experiment a command acts on: --run, else the config's run (which
+    MPITRACK_RUN overrides), else MPITRACK_RUN; None when none is given."""
+    name = getattr(args, "run", None)
+    if name is None and getattr(args, "config", None) is not None:
+        return load(args).run
+    name = name or os.environ.get("MPITRACK_RUN")
+    if name is not None:
+        problem = run_name_problem(name)
+        if problem:
+            raise UsageError(f"--run {name!r}: {problem}")
+    return name
+
+
 def load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
@@ -48,6 +81,9 @@ def load(args: argparse.Namespace) -> Config:
 def workdir_and_database(args: argparse.Namespace) -> tuple[Path, str | None]:
     """The work directory (for embedded servers) and the database URL, if any is given."""
     url = getattr(args, "database_url", None) or os.environ.get("MPITRACK_DATABASE_URL")
+    problem = url_problem(url, "database") if url else None
+    if url and problem:
+        raise UsageError(f"database URL {redact_url(url)}: {problem}")
     if getattr(args, "config", None) is not None:
         config = load(args)
         workdir = args.workdir.resolve() if getattr(args, "workdir", None) else config.workdir
@@ -75,6 +111,8 @@ def load_run_config(args: argparse.Namespace) -> Config:
     if args.redis_url:
         overrides["redis.url"] = args.redis_url
     config = load_config(args.config, overrides=overrides)
+    if args.idle_timeout is not None and args.idle_timeout <= 0:
+        raise UsageError(f"--idle-timeout {args.idle_timeout}: must be > 0")
     if not args.follow and config.scans.last is None:
         raise UsageError(
             f"{args.config}: scans.last is not set: give --scans A:B, set it, or use --follow"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mpitrack.cli.common import add_config_argument, load_run_config
+from mpitrack.cli.common import add_config_argument, add_retry_failed_argument, load_run_config
 from mpitrack.errors import UsageError
 
 
@@ -37,8 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--slots",
         type=int,
         metavar="N",
-        help="jobs outstanding on the stream at most (default: regions, at most 64)",
+        help="jobs outstanding on the stream at most (default: one per region, at most "
+        "process.max_slots, 64)",
     )
+    add_retry_failed_argument(parser)
     parser.add_argument("--database-url", metavar="URL", help="PostgreSQL URL (else config/env)")
     parser.add_argument("--redis-url", metavar="URL", help="Redis URL (else config/env)")
     parser.set_defaults(handler=run)
@@ -51,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if args.slots is not None and args.slots < 1:
         raise UsageError(f"--slots {args.slots}: must be >= 1")
     options = process_mode.DispatchOptions(
-        follow=args.follow, idle_timeout=args.idle_timeout, slots=args.slots
+        follow=args.follow,
+        idle_timeout=args.idle_timeout,
+        retry_failed=args.retry_failed,
+        slots=args.slots,
     )
     return process_mode.run_dispatcher(config, options)

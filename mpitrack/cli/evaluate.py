@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from mpitrack.cli.common import add_run_argument
 from mpitrack.errors import UsageError
 from mpitrack.evaluate import (
     DEFAULT_ZERO_DISTANCE,
@@ -78,6 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="work directory of the embedded server (default: the config's workdir)",
     )
+    add_run_argument(p)
     p.add_argument(
         "--zero-distance",
         type=float,
@@ -90,16 +92,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _load_tracked(args: argparse.Namespace, axes: tuple[str, ...]):
+def _load_tracked(args: argparse.Namespace, axes: tuple[str, ...], config):
     if args.input is not None:
         return read_export(args.input, axes)
     from mpitrack import store
-    from mpitrack.cli.common import workdir_and_database
+    from mpitrack.cli.common import experiment_name, workdir_and_database
     from mpitrack.services import resolved_services
 
+    experiment = experiment_name(args)
+    if experiment is None:
+        raise UsageError("reading the database needs the experiment: give --config or --run")
     workdir, url = workdir_and_database(args)
+    retries = config.runtime.connect_retries if config is not None else 5
     with resolved_services(workdir, url, None, need_redis=False) as urls:
-        conn = store.connect(urls.database_url)
+        assert urls.database_url is not None
+        conn = store.connect(urls.database_url, experiment, retries=retries)
         try:
             return read_database(conn, axes)
         finally:
@@ -127,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --input FILE, --config FILE or --database-url URL")
     try:
         truth = read_truth(truth_path)
-        tracked = _load_tracked(args, truth.params.axes)
+        tracked = _load_tracked(args, truth.params.axes, config)
         check_match(truth, tracked, config)
         if not tracked:
             log.warning("the tracker output has no detected rows; every score will be 0")

@@ -32,9 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--settle",
         type=float,
-        default=0.0,
         metavar="SECONDS",
-        help="hold a file until it is this old (producers that write in place; default 0)",
+        help="seconds an empty frame file is waited for before it is registered anyway "
+        "(its job then fails, naming it); default: frames.settle_s, as `mpitrack run`",
     )
     parser.add_argument("--redis-url", metavar="URL", help="Redis URL (else config/env)")
     parser.set_defaults(handler=run)
@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.poll is not None and args.poll <= 0:
         raise UsageError(f"--poll {args.poll}: must be > 0")
-    if args.settle < 0:
-        raise UsageError(f"--settle {args.settle}: must be >= 0")
     overrides: dict[str, object] = {}
+    if args.settle is not None:
+        overrides["frames.settle_s"] = args.settle
     if args.redis_url:
         overrides["redis.url"] = args.redis_url
     config = load_config(args.config, overrides=overrides)
-    return process_mode.run_listener(config, poll_interval=args.poll, settle=args.settle)
+    return process_mode.run_listener(config, poll_interval=args.poll)

@@ -21,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "births, deaths, misses, overlaps; median, IQR and 5th/95th percentiles of the "
             "FWHM per axis, intensity and largest principal variance; track ages and "
             "lifetimes), store them in scan_stats and scan_distributions, and write a "
-            "self-contained report: index.html (alerts and a summary table first, then the "
-            "figures), PNG figures and scan_stats.csv. `mpitrack run` keeps the same report "
+            "self-contained report: index.html (alerts and a summary table first, the regions to "
+            "look at first, then the figures), PNG figures, scan_stats.csv, and per region a page "
+            "of image strips drawn from the frames (spots/). `mpitrack run` keeps the same report "
             "up to date while it runs. Figures need matplotlib (the `plots` extra). "
             "See docs/statistics.md."
         ),
@@ -46,6 +47,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="trajectory figures for at most N regions, busiest first (default: 16)",
     )
     p.add_argument(
+        "--no-spots",
+        action="store_true",
+        help="leave out the spot pages and their gallery (drawing them reads every region's "
+        "frames once more)",
+    )
+    p.add_argument(
         "--timings", type=Path, metavar="FILE", help="also write the seconds per step as JSON"
     )
     p.set_defaults(handler=run)
@@ -66,10 +73,14 @@ def run(args: argparse.Namespace) -> int:
     workdir, url = workdir_and_database(args)
     out = (args.out or workdir / "report").resolve()
     options = replace(options_from_config(config), max_region_plots=args.max_regions)
+    if args.no_spots:
+        options = replace(options, spots=None)
     with resolved_services(workdir, url, None, need_redis=False) as urls:
         assert urls.database_url is not None
-        with store.connect(urls.database_url, retries=config.runtime.connect_retries) as conn:
-            store.apply_schema(conn)
+        with store.connect(
+            urls.database_url, config.run, retries=config.runtime.connect_retries
+        ) as conn:
+            store.apply_schema(conn, config.frames.axes)
             try:
                 stats, timings = build_report(conn, out, options)
             except OSError as exc:

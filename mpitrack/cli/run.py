@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from mpitrack.cli.common import add_config_argument, load_run_config
+from mpitrack.cli.common import add_config_argument, add_retry_failed_argument, load_run_config
+from mpitrack.errors import MpitrackError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,14 +40,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="stop when no frames arrived and no job ran for this long (default: wait)",
     )
+    add_retry_failed_argument(parser)
     parser.add_argument("--database-url", metavar="URL", help="PostgreSQL URL (else config/env)")
     parser.add_argument("--redis-url", metavar="URL", help="Redis URL (else config/env)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mpitrack import runtime
+    from mpi4py import MPI
 
-    config = load_run_config(args)
-    options = runtime.RunOptions(follow=args.follow, idle_timeout=args.idle_timeout)
+    from mpitrack import runtime
+    from mpitrack.wiring import RunOptions
+
+    try:
+        config = load_run_config(args)
+        failure = None
+    except MpitrackError as exc:
+        failure = (str(exc), exc.exit_code)
+    # Every rank reads the config: rank 0 says once what was wrong (and where, if
+    # not on every rank), instead of N ranks printing the same line.
+    comm = MPI.COMM_WORLD
+    failures = comm.allgather(failure)
+    if any(failures):
+        if comm.Get_rank() == 0:
+            _print_failures(failures)
+        return max(code for _message, code in filter(None, failures))
+    options = RunOptions(
+        follow=args.follow, idle_timeout=args.idle_timeout, retry_failed=args.retry_failed
+    )
     return runtime.run(config, options)
+
+
+def _print_failures(failures: list[tuple[str, int] | None]) -> None:
+    ranks_of: dict[str, list[int]] = {}
+    for rank, failure in enumerate(failures):
+        if failure is not None:
+            ranks_of.setdefault(failure[0], []).append(rank)
+    for message, ranks in ranks_of.items():
+        where = "" if len(ranks) == len(failures) else f" (rank {', '.join(map(str, ranks))})"
+        print(f"mpitrack: error: {message}{where}", file=sys.stderr)

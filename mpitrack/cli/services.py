@@ -15,9 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="start, show or stop the embedded PostgreSQL and Redis",
         description=(
             "Embedded servers for machines without PostgreSQL or Redis. `up` starts them "
-            "under the work directory and prints their URLs as shell assignments, so "
-            'separate processes can share them: eval "$(mpitrack services up -c X)"; '
-            "export MPITRACK_DATABASE_URL MPITRACK_REDIS_URL. They keep running until `down`."
+            "under the work directory and prints their URLs as shell assignments and an "
+            'export, so that eval "$(mpitrack services up -c X)" hands them to every process '
+            "started after it. They keep running until `down`."
         ),
     )
     parser.add_argument("action", choices=("up", "status", "down"))
@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     postgres = services.EmbeddedPostgres(base / "postgres")
     redis_server = services.EmbeddedRedis(base / "redis")
     if args.action == "up":
-        print(f"MPITRACK_DATABASE_URL='{postgres.start()}'")
-        print(f"MPITRACK_REDIS_URL='{redis_server.start()}'")
+        # One assignment a line (scripts read them back), then the export that eval needs.
+        print(f"MPITRACK_DATABASE_URL={_quoted(postgres.start())}")
+        print(f"MPITRACK_REDIS_URL={_quoted(redis_server.start())}")
+        print("export MPITRACK_DATABASE_URL MPITRACK_REDIS_URL")
         return 0
     if args.action == "status":
         pg_pid, redis_pid = postgres.running_pid(), redis_server.running_pid()
@@ -50,3 +52,8 @@ def run(args: argparse.Namespace) -> int:
     for name, server in (("redis", redis_server), ("postgres", postgres)):
         print(f"{name}: {'stopped' if server.stop() else 'was not running'}")
     return 0
+
+
+def _quoted(value: str) -> str:
+    """A POSIX shell single-quoted word (always quoted: scripts parse NAME='...')."""
+    return "'" + value.replace("'", "'\\''") + "'"

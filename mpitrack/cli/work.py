@@ -27,24 +27,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--lease",
         type=float,
-        default=60.0,
         metavar="SECONDS",
-        help="a job not refreshed for this long is reclaimed by another worker (default 60); "
-        "a running job refreshes its lease every third of it",
+        help="a job not refreshed for this long is reclaimed by another worker (default: "
+        "process.lease, 60); a running job refreshes its lease every third of it",
     )
     parser.add_argument(
         "--max-attempts",
         type=int,
-        default=3,
         metavar="K",
-        help="attempts of a job before it goes to the dead-letter stream (default 3)",
+        help="attempts of a job before it goes to the dead-letter stream (default: "
+        "process.max_attempts, 3)",
     )
     parser.add_argument(
         "--reconnect",
         type=float,
-        default=60.0,
         metavar="SECONDS",
-        help="keep retrying a lost Redis connection this long before giving up (default 60)",
+        help="keep retrying a lost Redis connection this long before giving up (default: "
+        "redis.reconnect_seconds, 60)",
     )
     parser.add_argument("--database-url", metavar="URL", help="PostgreSQL URL (else config/env)")
     parser.add_argument("--redis-url", metavar="URL", help="Redis URL (else config/env)")
@@ -54,17 +53,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mpitrack import process_mode
 
-    if args.lease <= 0:
+    if args.lease is not None and args.lease <= 0:
         raise UsageError(f"--lease {args.lease}: must be > 0")
-    if args.max_attempts < 1:
+    if args.max_attempts is not None and args.max_attempts < 1:
         raise UsageError(f"--max-attempts {args.max_attempts}: must be >= 1")
-    overrides: dict[str, object] = {}
-    if args.database_url:
-        overrides["database.url"] = args.database_url
-    if args.redis_url:
-        overrides["redis.url"] = args.redis_url
-    config = load_config(args.config, overrides=overrides)
-    options = process_mode.WorkOptions(
-        lease=args.lease, max_attempts=args.max_attempts, reconnect_seconds=args.reconnect
-    )
-    return process_mode.run_worker(config, options)
+    if args.reconnect is not None and args.reconnect < 0:
+        raise UsageError(f"--reconnect {args.reconnect}: must be >= 0")
+    flags = {
+        "database.url": args.database_url,
+        "redis.url": args.redis_url,
+        "process.lease": args.lease,
+        "process.max_attempts": args.max_attempts,
+        "redis.reconnect_seconds": args.reconnect,
+    }
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    return process_mode.run_worker(load_config(args.config, overrides=overrides))

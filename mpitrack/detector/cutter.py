@@ -1,23 +1,37 @@
-"""The cutter: reads each raw detector frame once and writes every region's slice of it.
+"""The cutter: reads each raw detector frame once and cuts every region's slice of it.
 
 It has the frame scanner's interface (``poll() -> list[FrameKey]``), so rank 0
-uses it in place of ``DirectoryScanner`` and becomes the fan-out reader: the
-region frames it writes are ordinary frame files (``frames.pattern`` names under
-``frames.directory``, written atomically: ``.<name>.tmp`` then ``os.replace``),
-which the workers load with ``load_volume`` as before. Nothing else changes.
+uses it in place of ``DirectoryScanner`` and becomes the fan-out reader. The
+cuts go one of two ways:
+
+- in memory (a `VolumeBuffer`, ``detector.cut_files: false``): each cut goes
+  into its (region, scan) volume, which the dispatcher sends with the job
+  (fanout.py). Only (region, scan) pairs the run still ``needed`` are cut, and
+  no frame of a scan ``memory_scans`` past the oldest held one is read, so
+  memory stays bounded. Nothing is listed on disk at start: after a restart the
+  raw frames of the scans not yet committed are read again.
+- into files: ordinary frame files (``frames.pattern`` names under
+  ``frames.directory``, written atomically: ``.<name>.tmp`` then
+  ``os.replace``), which the workers load with ``load_volume``; for
+  `mpitrack detector cut` (process mode) and archiving.
 
 - One read per raw frame: a frame is read only if some region's window holds
   it, once, and cut for every such region (frames no region needs are never
   read).
-- Restart-safe: progress is the cut files themselves. The first poll lists the
+- Restart-safe (files): progress is the cut files themselves. The first poll lists the
   cut directory (reporting what is there, so a restarted dispatcher registers
   it) and a frame is read again only if some region still lacks its cut.
 - Cut files are written by a few threads (file creation is latency-bound) and
   reported only once renamed into place.
 - Bounded: at most ``poll_budget_s`` of cutting per poll, so rank 0 keeps
   dispatching jobs while a backlog is cut. One reader thread reads the next
-  frame while this one is cut (raw reads release the GIL), so at most two
-  frames are in memory; a prefetched frame is kept across polls, never re-read.
+  ``READ_AHEAD`` frames while this one is cut (raw reads release the GIL), so
+  at most three frames are in use; a prefetched frame is kept across polls,
+  never re-read.
+  Once a frame is cut its buffers go back to the source (``recycle``) for reuse.
+- Masked pixels: raw pixels equal to a ``frames.mask`` marker value (or NaN)
+  are left out of the interpolation; a region sample with none left is NaN in
+  the cut file, which the workers read as masked (see sampling.py).
 - Scans: from ``first_scan`` up; a scan is finished when every needed frame is
   cut, and scans are polled up to ``lookahead`` past the newest scan that had a
   ready frame (so a skipped scan number does not stall later ones).
@@ -29,7 +43,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +51,17 @@ from pathlib import Path
 import numpy as np
 
 from mpitrack.detector import RawFrameError
+from mpitrack.detector.fanout import Needed, VolumeBuffer
 from mpitrack.detector.sampling import RegionSampler
 from mpitrack.detector.sources import FrameSource
 from mpitrack.frames import DirectoryScanner, FrameKey, FramePattern
 
 log = logging.getLogger(__name__)
+
+#: Frames the reader thread reads ahead of the one being cut: two keep it reading
+#: while a cut takes longer than a read now and then (a loaded machine), at the
+#: cost of one more frame in memory.
+READ_AHEAD = 2
 
 #: Threads writing cut files: small-file creation is latency-bound (journal,
 #: rename), so a few writes in flight overlap it with the next interpolation.
@@ -50,7 +70,8 @@ WRITE_THREADS = 4
 
 @dataclass
 class CutStats:
-    """Counters for logs and the ingest benchmark."""
+    """Counters for logs and the ingest benchmark (in memory: ``cuts_written`` counts the
+    cuts kept, ``write_seconds`` their copy into the volumes)."""
 
     frames_read: int = 0
     bytes_read: int = 0
@@ -62,7 +83,12 @@ class CutStats:
 
 
 class Cutter:
-    """Turns raw frames into region frames; ``poll()`` returns the region frames it wrote."""
+    """Turns raw frames into region frames; ``poll()`` returns the region frames it cut.
+
+    buffer: cut into memory (volumes for the jobs) instead of files.
+    needed: whether (region, scan) is still wanted (the scheduler's answer; set by
+        the runtime once the scheduler exists); None: every region, every scan.
+    """
 
     def __init__(
         self,
@@ -76,6 +102,9 @@ class Cutter:
         last_scan: int | None = None,
         poll_budget_s: float = 1.0,
         lookahead: int = 2,
+        mask_values: Sequence[float] = (),
+        buffer: VolumeBuffer | None = None,
+        needed: Needed | None = None,
     ) -> None:
         missing = sorted(set(windows) - set(samplers))
         if missing:
@@ -88,6 +117,9 @@ class Cutter:
         self.last_scan = last_scan
         self.poll_budget_s = poll_budget_s
         self.lookahead = lookahead
+        self.mask_values = tuple(float(v) for v in mask_values)
+        self.buffer = buffer
+        self.needed = needed
         self.stats = CutStats()
         frame_regions: dict[int, list[int]] = {}
         for region, window in sorted(windows.items()):
@@ -104,16 +136,29 @@ class Cutter:
         self._reader: ThreadPoolExecutor | None = None
         self._writers: ThreadPoolExecutor | None = None
         self._prefetched: dict[tuple[int, int], Future] = {}
+        self._wanted: dict[int, frozenset[int]] = {}  # scan -> needed regions, this poll
 
     # -- progress ---------------------------------------------------------------
 
     def _mark(self, key: FrameKey) -> None:
         self._done.setdefault(key.scan, {}).setdefault(key.frame, set()).add(key.region)
 
+    def _regions_for(self, frame: int, scan: int) -> frozenset[int]:
+        """The regions to cut from this frame: those whose window holds it, if needed."""
+        regions = self._frame_regions[frame]
+        if self.needed is None:
+            return regions
+        wanted = self._wanted.get(scan)
+        if wanted is None:
+            wanted = self._wanted[scan] = frozenset(
+                r for r in self.samplers if self.needed(r, scan)
+            )
+        return regions & wanted
+
     def _missing(self, scan: int) -> set[int]:
         done = self._done.get(scan, {})
         return {
-            f for f, regions in self._frame_regions.items() if not regions <= done.get(f, set())
+            f for f in self._frame_regions if not self._regions_for(f, scan) <= done.get(f, set())
         }
 
     def _in_range(self, scan: int) -> bool:
@@ -138,6 +183,19 @@ class Cutter:
             log.info("cutter: %d region frames already cut in %s", len(keep), self.out_dir)
         return keep
 
+    def take(self, region: int, scan: int) -> np.ndarray:
+        """The complete volume of (region, scan) cut in memory, handed over for its job."""
+        if self.buffer is None:
+            raise LookupError("this cutter writes files: it holds no volumes")
+        return self.buffer.take(region, scan)
+
+    def skip_through(self, scan: int) -> None:
+        """Every region committed ``scan`` before this run (in memory, where no cut files
+        tell it): start past it, as if it had been cut."""
+        if scan >= self._next:
+            self._next = scan + 1
+            self._newest = max(self._newest, scan)
+
     def finished_through(self) -> int:
         """The last scan before which every scan is completely cut."""
         return self._next - 1
@@ -149,7 +207,11 @@ class Cutter:
         out: list[FrameKey] = []
         if not self._started:
             self._started = True
-            out.extend(self._existing())
+            if self.buffer is None:
+                out.extend(self._existing())
+        self._wanted.clear()
+        if self.buffer is not None and self.needed is not None:
+            self.buffer.drop_unneeded(self.needed)
         deadline = time.monotonic() + self.poll_budget_s
         top = self._newest + self.lookahead
         if self.last_scan is not None:
@@ -157,6 +219,8 @@ class Cutter:
         for scan in range(self._next, top + 1):
             if scan in self._finished:
                 continue
+            if self.buffer is not None and not self.buffer.may_start(scan):
+                break  # the memory bound: wait until older scans are dispatched
             missing = self._missing(scan)
             if missing:
                 ready = self.source.ready(scan, missing)
@@ -166,9 +230,10 @@ class Cutter:
                 for i, frame in enumerate(frames):
                     try:
                         panels = self._fetch(scan, frame)
-                        if i + 1 < len(frames):
-                            self._prefetch(scan, frames[i + 1])
+                        for ahead in frames[i + 1 : i + 1 + READ_AHEAD]:
+                            self._prefetch(scan, ahead)
                         out.extend(self._cut_frame(scan, frame, panels))
+                        self.source.recycle(scan, frame)  # its buffers may be reused
                     except RawFrameError as exc:
                         log.warning(
                             "cannot read scan %d frame %d: %s (will retry)", scan, frame, exc
@@ -186,6 +251,8 @@ class Cutter:
         return out
 
     def _finish(self, scan: int) -> None:
+        for key in [k for k in self._prefetched if k[0] == scan]:
+            self._prefetched.pop(key)  # read ahead, then no longer needed
         self._finished.add(scan)
         self._done.pop(scan, None)
         self.source.release(scan)
@@ -217,13 +284,15 @@ class Cutter:
 
     def _cut_frame(self, scan: int, frame: int, panels: list[np.ndarray]) -> list[FrameKey]:
         done = self._done.setdefault(scan, {}).setdefault(frame, set())
-        todo = sorted(self._frame_regions[frame] - done)
+        todo = sorted(self._regions_for(frame, scan) - done)
+        if self.buffer is not None:
+            return self._keep_frame(scan, frame, panels, todo, done)
         if self._writers is None:
             self._writers = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="mpitrack-cut")
         writes = []
         for region in todo:
             t2 = time.perf_counter()
-            cut = self.samplers[region].apply(panels)
+            cut = self.samplers[region].apply(panels, self.mask_values)
             self.stats.cut_seconds += time.perf_counter() - t2
             key = FrameKey(region, frame, scan)
             writes.append((key, self._writers.submit(self._write, key, cut)))
@@ -236,6 +305,24 @@ class Cutter:
         self.stats.write_seconds += time.perf_counter() - t3
         self.stats.cuts_written += len(written)
         return written
+
+    def _keep_frame(
+        self, scan: int, frame: int, panels: list[np.ndarray], todo: list[int], done: set[int]
+    ) -> list[FrameKey]:
+        """Cut into the volumes in memory (no files)."""
+        assert self.buffer is not None
+        kept = []
+        for region in todo:
+            t2 = time.perf_counter()
+            cut = self.samplers[region].apply(panels, self.mask_values)
+            t3 = time.perf_counter()
+            self.buffer.put(region, frame, scan, cut)
+            self.stats.cut_seconds += t3 - t2
+            self.stats.write_seconds += time.perf_counter() - t3
+            done.add(region)
+            kept.append(FrameKey(region, frame, scan))
+        self.stats.cuts_written += len(kept)
+        return kept
 
     def _write(self, key: FrameKey, cut: np.ndarray) -> None:
         path = self.out_dir / self.pattern.format(key.region, key.frame, key.scan)

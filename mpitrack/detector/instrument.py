@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mpitrack.config import build_section, read_yaml  # the config loader's (same errors)
+from mpitrack.config_parse import build_section, read_yaml  # the config loader's (same errors)
 from mpitrack.detector.geometry import PanelGeometry
 
 Flip = Literal["none", "ud", "lr", "both"]

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mpitrack.config import Config, build_section
+from mpitrack.config import Config
+from mpitrack.config_parse import build_section, read_yaml
 from mpitrack.detector.instrument import Instrument
 from mpitrack.errors import ConfigError
 
@@ -205,20 +206,6 @@ def regions_from_spots(
 # ----------------------------------------------------------------------------- files
 
 
-def _read_yaml(path: str | os.PathLike[str], what: str) -> Any:
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, "", f"no such {what} file") from None
-    except OSError as exc:
-        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"malformed YAML: {exc}") from None
-
-
 def _list_of(cls: type, raw: Any, source: str, key: str) -> list[Any]:
     if not isinstance(raw, dict) or key not in raw:
         raise ConfigError(source, key, "is required (a list)")
@@ -230,18 +217,18 @@ def _list_of(cls: type, raw: Any, source: str, key: str) -> list[Any]:
 
 def load_rings(path: str | os.PathLike[str]) -> list[RingSpec]:
     """A rings file: ``rings: [{tth, width, eta: [a, b], n_regions, omega: [[s, e]]}]``."""
-    return _list_of(RingSpec, _read_yaml(path, "rings"), str(path), "rings")
+    return _list_of(RingSpec, read_yaml(path, "rings"), str(path), "rings")
 
 
 def load_spots(path: str | os.PathLike[str]) -> list[SpotSpec]:
     """A predicted-spots file: ``spots: [{tth, eta, omega}, ...]`` (degrees)."""
-    return _list_of(SpotSpec, _read_yaml(path, "spots"), str(path), "spots")
+    return _list_of(SpotSpec, read_yaml(path, "spots"), str(path), "spots")
 
 
 def load_regions(path: str | os.PathLike[str]) -> list[RegionGrid]:
     """A regions file as ``write_regions`` writes it."""
     source = str(path)
-    grids = _list_of(RegionGrid, _read_yaml(path, "regions"), source, "regions")
+    grids = _list_of(RegionGrid, read_yaml(path, "regions"), source, "regions")
     seen: set[int] = set()
     for i, grid in enumerate(grids):
         if grid.id in seen:

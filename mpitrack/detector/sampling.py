@@ -10,10 +10,14 @@ the detector's size. Matrices are built once per region (geometry is costly,
 the product is not) and cached on disk in ``.npz`` files keyed by a hash of the
 instrument and the grid; they are read back with ``allow_pickle=False``.
 
-Grid points that fall on no panel (gaps between panels, beyond the edges) take
-the median of the region's covered samples in that frame, so a gap reads as
-background rather than as a hole of zeros that detection would see as structure;
-the build logs the region's coverage and refuses a region with none.
+Masked pixels (``frames.mask`` marker values in the raw frame, e.g. 2^32-1 for
+Eiger gaps and dead pixels, and NaN) are left out: a sample is interpolated from
+its unmasked pixels with their weights renormalised, and a sample whose pixels
+are all masked is NaN, as is a grid point that falls on no panel (gaps between
+panels, beyond the edges). NaN is "no measurement" for detection: neither
+background nor spot, where a marker value interpolated into its neighbours
+would be a bright false spot, and a zero-filled gap a dark structure. The build
+logs the region's coverage and refuses a region with none.
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ from scipy import sparse
 from mpitrack.detector.instrument import Instrument
 from mpitrack.detector.regions import RegionGrid
 from mpitrack.errors import UsageError
+from mpitrack.frames import marker_pixels
 
 log = logging.getLogger(__name__)
 
+# Version of the cached interpolation matrices' file format; a cache of another
+# version is rebuilt.
 CACHE_VERSION = 1
 
 
@@ -61,15 +68,37 @@ class RegionSampler:
     def coverage(self) -> float:
         return float(self.covered.mean())
 
-    def apply(self, panels: Sequence[np.ndarray]) -> np.ndarray:
-        """The region's (n_eta, n_tth) float32 frame from panel images (panel pixels)."""
+    def apply(self, panels: Sequence[np.ndarray], mask_values: Sequence[float] = ()) -> np.ndarray:
+        """The region's (n_eta, n_tth) float32 frame from panel images (panel pixels).
+
+        mask_values: marker values of masked pixels (frames.mask.values); NaN
+        pixels are masked too. Samples with no unmasked pixel, or on no panel, are NaN.
+        """
         out = np.zeros(self.covered.size, dtype=np.float32)
+        weight: np.ndarray | None = None
         for block in self.blocks:
             r0, r1, c0, c1 = block.box
-            pixels = np.asarray(panels[block.panel][r0:r1, c0:c1], dtype=np.float32)
+            raw = np.asarray(panels[block.panel][r0:r1, c0:c1])
+            pixels = raw.astype(np.float32)
+            masked = marker_pixels(raw, mask_values)
+            if raw.dtype.kind == "f":
+                nan = np.isnan(pixels)
+                if nan.any():
+                    masked = nan if masked is None else masked | nan
+            if masked is not None:
+                valid = ~masked
+                pixels = np.where(valid, pixels, np.float32(0.0))
+                if weight is None:
+                    weight = np.ones(self.covered.size, dtype=np.float32)
+                rows = block.matrix.getnnz(axis=1) > 0
+                weight[rows] = (block.matrix @ valid.ravel().astype(np.float32))[rows]
             out += block.matrix @ pixels.ravel()
+        if weight is not None:
+            seen = weight > 0
+            out[seen] /= weight[seen]
+            out[~seen] = np.nan
         if not self.covered.all():
-            out[~self.covered] = np.median(out[self.covered])
+            out[~self.covered] = np.nan
         return out.reshape(self.shape)
 
 
@@ -125,8 +154,7 @@ def build_sampler(instrument: Instrument, grid: RegionGrid) -> RegionSampler:
     sampler = RegionSampler(grid.id, tuple(grid.shape), tuple(blocks), covered)
     if sampler.coverage < 1.0:
         log.warning(
-            "region %d: %.1f%% of its samples fall on a panel (the rest read as the "
-            "region's median)",
+            "region %d: %.1f%% of its samples fall on a panel (the rest are masked)",
             grid.id,
             100 * sampler.coverage,
         )

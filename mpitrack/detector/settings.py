@@ -14,12 +14,12 @@ from pathlib import Path
 from mpitrack.config import (
     Config,
     DetectorConfig,
-    build_section,
-    read_yaml,
     resolve_detector_paths,
     validate_detector,
 )
+from mpitrack.config_parse import build_section, read_yaml
 from mpitrack.detector.cutter import Cutter
+from mpitrack.detector.fanout import VolumeBuffer
 from mpitrack.detector.instrument import load_instrument
 from mpitrack.detector.regions import check_against_config, load_regions
 from mpitrack.detector.sampling import cached_sampler
@@ -59,9 +59,15 @@ def make_source(detector: DetectorConfig, instrument, strict: bool = False) -> F
 
 
 def make_cutter(
-    config: Config, detector: DetectorConfig, *, strict: bool = False, source_name: str = ""
+    config: Config,
+    detector: DetectorConfig,
+    *,
+    strict: bool = False,
+    source_name: str = "",
+    in_memory: bool = False,
 ) -> Cutter:
-    """The cutter of an experiment: raw frames in, region frames into frames.directory."""
+    """The cutter of an experiment: raw frames in, region frames into frames.directory,
+    or with ``in_memory`` into volumes held for the jobs (fanout.py)."""
     where = source_name or config.source
     instrument = load_instrument(detector.instrument)
     if instrument.frames_per_scan != config.frames.frames_per_scan:
@@ -84,6 +90,10 @@ def make_cutter(
         r.id: omega_window(r.frames[0], r.frames[1], config.frames.frames_per_scan)
         for r in config.regions
     }
+    buffer = None
+    if in_memory:
+        shapes = {g.id: (g.shape[0], g.shape[1]) for g in grids if g.id in wanted}
+        buffer = VolumeBuffer(windows, shapes, detector.memory_scans)
     return Cutter(
         source,
         samplers,
@@ -94,4 +104,6 @@ def make_cutter(
         last_scan=config.scans.last,
         poll_budget_s=detector.poll_budget_s,
         lookahead=detector.lookahead,
+        mask_values=config.frames.mask.values,
+        buffer=buffer,
     )

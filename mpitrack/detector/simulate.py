@@ -45,6 +45,7 @@ from mpitrack.regions import omega_window
 
 log = logging.getLogger(__name__)
 
+# File names and the HDF5 dataset of the simulated detector experiment.
 FRAME_PATTERN = "region_{region}_frame_{frame}_scan_{scan}.npy"
 HDF5_FILES = "{panel}_{scan:04d}.h5"
 NPY_FILES = "scan_{scan:04d}/{panel}_{frame:04d}.npy"
@@ -194,7 +195,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _yaml(path: Path, data) -> None:
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    """Write atomically (``.<name>.tmp``, then ``os.replace``): a live run may read the
+    config files while raw frames are still being written, and must never see half."""
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def simulate_detector(spec: DetectorSimSpec) -> dict[str, object]:

@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 
 _hdf5plugin_tried = False
 
-#: Frame buffers per stored-image shape that an Hdf5Stacks source rotates through.
+#: Spare frame buffers per stored-image shape an Hdf5Stacks source keeps for reuse
+#: (a frame's buffers come back through ``recycle`` once the cutter is done with it).
+SPARE_BUFFERS = 4
 
 
 def _load_hdf5plugin() -> None:
@@ -60,6 +62,26 @@ def _load_hdf5plugin() -> None:
             import hdf5plugin  # noqa: F401
         except ImportError:
             log.debug("hdf5plugin not installed: only HDF5's built-in filters are available")
+
+
+def _unavailable_filters(handle, dataset: str) -> list[str]:
+    """Names of the dataset's compression filters that HDF5 has no decoder for.
+
+    Without hdf5plugin, HDF5 answers a bitshuffle/LZ4 read with an error about a
+    plugin directory; this tells a read error of that kind from a broken file.
+    """
+    import h5py
+
+    try:
+        plist = handle[dataset].id.get_create_plist()
+        filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    except (OSError, ValueError, KeyError):
+        return []
+    return [
+        f"{name.decode(errors='replace') or 'filter'} (HDF5 filter {code})"
+        for code, _flags, _values, name in filters
+        if not h5py.h5z.filter_avail(code)
+    ]
 
 
 def template_fields(template: str) -> set[str]:
@@ -97,6 +119,10 @@ class FrameSource(Protocol):
 
     def release(self, scan: int) -> None:
         """The cutter is done with the scan: close its files, forget its state."""
+        ...
+
+    def recycle(self, scan: int, frame: int) -> None:
+        """The cutter is done with this frame's images: their buffers may be reused."""
         ...
 
     def close(self) -> None: ...
@@ -199,6 +225,9 @@ class Hdf5Stacks:
         self.clock = clock
         self._states: dict[str, _FileState] = {}
         self._warn = _Warnings()
+        # Frame buffers: spares by (shape, dtype), and those lent out per (scan, frame).
+        self._spare: dict[tuple[tuple[int, int], str], list[np.ndarray]] = {}
+        self._lent: dict[tuple[int, int], list[np.ndarray]] = {}
         _load_hdf5plugin()
 
     def _stores(self, scan: int) -> dict[tuple[str, str], list[int]]:
@@ -309,10 +338,18 @@ class Hdf5Stacks:
             try:
                 direct = state.direct.get(dataset)
                 if direct is not None and state.fd is not None:
-                    image = self._read_direct(state, dataset, direct, frame)
+                    image = self._read_direct(state, dataset, direct, scan, frame)
                 else:
                     image = np.asarray(state.handle[dataset][frame])  # type: ignore[index]
             except (OSError, ValueError, KeyError) as exc:
+                missing = _unavailable_filters(state.handle, dataset)
+                if missing:
+                    raise RawFrameError(
+                        path,
+                        f"cannot read frame {frame} of {dataset}: it is compressed with "
+                        f"{', '.join(missing)}, which this HDF5 cannot decode; install "
+                        "hdf5plugin (pip install 'mpitrack[detector]')",
+                    ) from None
                 raise RawFrameError(
                     path, f"cannot read frame {frame} of {dataset}: {exc}"
                 ) from None
@@ -320,19 +357,35 @@ class Hdf5Stacks:
                 images[i] = self.instrument.panels[i].extract(image)
         return images  # type: ignore[return-value]
 
-    def _buffer(self, direct: _Direct) -> np.ndarray:
-        """A new frame buffer for every read.
+    def _buffer(self, direct: _Direct, scan: int, frame: int) -> np.ndarray:
+        """A frame buffer for (scan, frame): a spare one given back by ``recycle``, or new.
 
-        A ring of reused buffers (to save page faults) was tried and was wrong:
-        a frame has one image per panel, the reader thread prefetches the next
-        frame, and a panel's buffer came round again while the cutter still
-        sampled it; wrapped regions got half of another frame (found by the
-        end-to-end test comparing rank 0's cuts with `mpitrack detector cut`).
+        Reuse saves the page faults of a fresh 24 MB buffer per panel and frame
+        (a third of the cutter's CPU per frame in benchmarks/ingest.py). A buffer
+        is reused only after the cutter said it is done with the frame it held:
+        a blind ring of buffers was tried once and was wrong (the reader thread
+        prefetches the next frame, and a panel's buffer came round again while
+        the cutter still sampled it; found by the end-to-end test comparing rank
+        0's cuts with `mpitrack detector cut`).
         """
-        return np.empty(direct.shape, dtype=direct.dtype)
+        spare = self._spare.get((direct.shape, direct.dtype.str))
+        try:
+            image = spare.pop() if spare else None
+        except IndexError:  # the other thread took the last one
+            image = None
+        if image is None:
+            image = np.empty(direct.shape, dtype=direct.dtype)
+        self._lent.setdefault((scan, frame), []).append(image)
+        return image
+
+    def recycle(self, scan: int, frame: int) -> None:
+        for image in self._lent.pop((scan, frame), []):
+            spare = self._spare.setdefault((image.shape, image.dtype.str), [])
+            if len(spare) < SPARE_BUFFERS:
+                spare.append(image)
 
     def _read_direct(
-        self, state: _FileState, dataset: str, direct: _Direct, frame: int
+        self, state: _FileState, dataset: str, direct: _Direct, scan: int, frame: int
     ) -> np.ndarray:
         if direct.offset >= 0:
             offset = direct.offset + frame * direct.nbytes
@@ -341,7 +394,7 @@ class Hdf5Stacks:
             if info.byte_offset is None or info.size != direct.nbytes:
                 raise ValueError(f"chunk of frame {frame} is missing or not {direct.nbytes} bytes")
             offset = info.byte_offset
-        image = self._buffer(direct)
+        image = self._buffer(direct, scan, frame)
         got = os.preadv(state.fd, [image], offset)  # type: ignore[arg-type]
         if got != direct.nbytes:
             raise OSError(f"short read: {got} of {direct.nbytes} bytes at offset {offset}")
@@ -350,6 +403,9 @@ class Hdf5Stacks:
     def release(self, scan: int) -> None:
         for path, _ in self._stores(scan):
             _close(self._states.pop(path, None))
+        for key in list(self._lent):  # buffers of failed reads
+            if key[0] == scan:
+                self._lent.pop(key, None)
 
     def close(self) -> None:
         for state in self._states.values():
@@ -468,6 +524,9 @@ class NpyFrames:
 
     def release(self, scan: int) -> None:
         self._complete.pop(scan, None)
+
+    def recycle(self, scan: int, frame: int) -> None:
+        """Nothing to reuse: frames are memory-mapped."""
 
     def close(self) -> None:
         self._complete.clear()

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
+
+import numpy as np
 
 from mpitrack.frames import FrameKey
 from mpitrack.progress import Progress
@@ -27,6 +30,12 @@ class FrameFeed(Protocol):
     """Where new frames come from: the directory scanner, or the detector cutter."""
 
     def poll(self) -> list[FrameKey]: ...
+
+
+class Volumes(Protocol):
+    """Volumes cut in memory at rank 0 (detector/fanout.py): each job carries its own."""
+
+    def take(self, region: int, scan: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class RunSummary:
     aborted: bool = False
     elapsed: float = 0.0
     compute_seconds: float = 0.0
+    rejected: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -55,11 +65,19 @@ class RunSummary:
         lines = [
             f"{self.jobs_done} jobs committed, {len(self.failures)} failed in {self.elapsed:.1f} s"
         ]
+        if any(self.rejected.values()):
+            counts = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in self.rejected.items())
+            lines.append(f"  detection rejected {counts} (per job in the job log)")
         for failure in self.failures[:20]:
             where = f" ({failure.file})" if failure.file else ""
             lines.append(f"  region {failure.region} scan {failure.scan}{where}: {failure.error}")
         if len(self.failures) > 20:
             lines.append(f"  ... and {len(self.failures) - 20} more (table job_failures)")
+        if self.failures:
+            lines.append(
+                "  fix or replace those frames, then run again with --retry-failed to track "
+                "their regions again"
+            )
         if self.stopped_regions:
             lines.append(f"  regions stopped after a failure: {self.stopped_regions}")
         if self.aborted:
@@ -111,8 +129,12 @@ class Dispatcher:
 
     windows: the omega window (frame numbers) of every region.
     scanner: rank 0's frame feed (None when an external listener registers frames).
+    rescan: every frame on disk now; called when the registry forgot what was
+        registered (a Redis restart), so that rank 0 registers it all again.
     stop_requested: polled each loop (SIGTERM flag, the Redis stop key).
     idle_timeout: drain after this many seconds without new frames or jobs.
+    volumes: the jobs' volumes, cut in memory by the scanner (which then must be
+        the only source of the registry's frames); None: workers load frame files.
     """
 
     scheduler: Scheduler
@@ -120,11 +142,14 @@ class Dispatcher:
     link: DispatcherLink
     windows: Mapping[int, Sequence[int]]
     scanner: FrameFeed | None = None
+    rescan: Callable[[], Sequence[FrameKey]] | None = None
     poll_interval: float = 0.5
     stop_requested: Callable[[], bool] = lambda: False
     idle_timeout: float | None = None
     job_log: JobLog = field(default_factory=lambda: JobLog(None))
     progress_interval: float = 5.0
+    volumes: Volumes | None = None
+    _unknown_regions: set[int] = field(default_factory=set, init=False, repr=False)
 
     def run(self) -> RunSummary:
         summary = RunSummary()
@@ -137,6 +162,16 @@ class Dispatcher:
         stopping_workers: set[int] = set()
         active_workers = set(self.link.workers)
         self._probe(self.scheduler.waiting_for())
+        done_before = self.scheduler.scans_completed()
+        if done_before:
+            log.info(
+                "scans %d..%d were complete before this run (their missing statistics are "
+                "filled in)",
+                done_before[0],
+                done_before[-1],
+            )
+            for scan in done_before:
+                self.link.scan_complete(scan)
         while active_workers:
             now = time.monotonic()
             if not self.scheduler.finished and now >= next_poll:
@@ -149,6 +184,11 @@ class Dispatcher:
                     if new_frames:
                         self.registry.add(new_frames)
                 changed, cursor = self.registry.changed_since(cursor)
+                if self.registry.forgot() and self.rescan is not None:
+                    frames = self.rescan()
+                    log.warning("registering the %d frames on disk again", len(frames))
+                    self.registry.add(frames)
+                    changed, cursor = self.registry.changed_since(None)
                 if self._probe(changed):
                     last_activity = now
                 if (
@@ -177,7 +217,10 @@ class Dispatcher:
             else:
                 for worker, job in self.scheduler.assign():
                     self.job_log.write("dispatch", job, worker)
-                    self.link.send_job(worker, job)
+                    volume = (
+                        None if self.volumes is None else self.volumes.take(job.region, job.scan)
+                    )
+                    self.link.send_job(worker, job, volume)
             for scan in self.scheduler.scans_completed():
                 log.info("scan %d complete for all regions", scan)
                 self.link.scan_complete(scan)
@@ -214,7 +257,18 @@ class Dispatcher:
         found = False
         for region, scan in pairs:
             window = self.windows.get(region)
-            if window is None or not self.scheduler.wants(region, scan):
+            if window is None:
+                if region not in self._unknown_regions:
+                    self._unknown_regions.add(region)
+                    log.warning(
+                        "frames of region %d arrive (scan %d), but the config has no region "
+                        "%d: ignored",
+                        region,
+                        scan,
+                        region,
+                    )
+                continue
+            if not self.scheduler.wants(region, scan):
                 continue
             if self.registry.is_complete(region, scan, window):
                 self.scheduler.frames_complete(region, scan)
@@ -227,6 +281,7 @@ class Dispatcher:
             self.scheduler.job_done(job, report.worker)
             summary.jobs_done += 1
             summary.compute_seconds += report.compute_seconds
+            summary.rejected.update(report.rejected)
             self.job_log.write(
                 "done",
                 job,
@@ -234,6 +289,7 @@ class Dispatcher:
                 rows=report.rows,
                 seconds=report.seconds,
                 compute_seconds=report.compute_seconds,
+                **report.rejected,
             )
         else:
             self.scheduler.job_failed(job, report.worker)

@@ -1,7 +1,13 @@
 """The statistics role: per-scan statistics as each scan completes, and the live report.
 
 Statistics are derived data: nothing here may stop a run. Every error is
-logged (with its traceback) and the role goes on with the next scan.
+logged (with its traceback) and the role goes on with the next scan; a lost
+database connection is opened again and the scan computed once more. A scan
+whose statistics could not be stored is computed again with the next scan, and
+is remembered in ``failed`` so that the run does not end with exit code 0
+while statistics are missing. A scan whose statistics are stored already (one
+completed before this run) is left as it is: the dispatcher announces those
+too, so that a re-run fills in the statistics an earlier run could not store.
 
 Incremental by design: when scan s completes, only the scans whose rows can
 still change are recomputed (s and the MHT's open window before it: with
@@ -20,12 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
-
-from mpitrack.stats.query import compute_scan, infer_axes
 from mpitrack.stats.report import ReportOptions, ReportWriter, options_from_config
-from mpitrack.stats.storage import load_scan_stats, save_scan_stats
 from mpitrack.stats.summary import ScanStats
+from mpitrack.storage.base import ConnectionLost, StatsStore
 from mpitrack.transport.base import StatsLink
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ _MAX_REPORT_SHARE = 0.2
 class ScanStatistics:
     """Computes, stores and logs one scan's statistics; callable as ``stats(scan)``.
 
+    store: where the rows are read and the statistics kept.
     config: the experiment config (axis names, run name, region descriptions,
         the MHT window, the work directory); without it the axes are read from
         the stored features and no report is written unless report_dir is given.
@@ -46,7 +50,7 @@ class ScanStatistics:
 
     def __init__(
         self,
-        conn: psycopg.Connection,
+        store: StatsStore,
         config=None,
         report_dir: Path | None = None,
         *,
@@ -55,7 +59,7 @@ class ScanStatistics:
         revise: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.conn = conn
+        self.store = store
         self.options: ReportOptions | None = options_from_config(config) if config else None
         if revise is None:
             revise = max(int(config.tracking.n_scan) - 1, 0) if config else 2
@@ -69,37 +73,66 @@ class ScanStatistics:
         self.stats: dict[int, ScanStats] | None = None
         self._next_refresh = float("-inf")
         self.refreshes = 0
+        self.failed: set[int] = set()
 
     def _ready(self) -> tuple[dict[int, ScanStats], ReportOptions]:
         if self.options is None:
-            self.options = ReportOptions(axes=infer_axes(self.conn))
+            self.options = ReportOptions(axes=self.store.infer_axes())
         if self.stats is None:
-            self.stats = load_scan_stats(self.conn)
+            self.stats = self.store.load_scan_stats()
         if self.writer is None and self._report_dir is not None:
             self.writer = ReportWriter(self._report_dir, self.options)
         return self.stats, self.options
 
     def __call__(self, scan: int) -> ScanStats | None:
-        try:
-            stats, options = self._ready()
-            newest: ScanStats | None = None
-            for s in range(scan - self.revise, scan + 1):
-                if s != scan and s not in stats:
-                    continue  # not a scan of this run (or before its first)
-                result = compute_scan(self.conn, s, options.axes)
-                save_scan_stats(self.conn, result)
-                stats[s] = result
-                newest = result
-        except Exception:
-            # Statistics are derived data: a failure is logged, the run goes on.
-            log.exception("statistics for scan %d failed", scan)
-            self._rollback()
-            return None
-        assert newest is not None
+        newest: ScanStats | None = None
+        for attempt in (1, 2):
+            try:
+                newest = self._compute(scan)
+                break
+            except ConnectionLost as exc:
+                # A restarted database: one new connection, and the scan once more.
+                log.warning("statistics for scan %d: database connection lost: %s", scan, exc)
+                if attempt == 2 or not self._reconnect():
+                    self.failed.add(scan)
+                    return None
+            except Exception:
+                # Statistics are derived data: a failure is logged, the run goes on.
+                log.exception("statistics for scan %d failed", scan)
+                self.store.rollback()
+                self.failed.add(scan)
+                return None
+        if newest is None:
+            return None  # stored before this run
         log.info("%s", newest.summary())
         if self.clock() >= self._next_refresh:
             self.refresh(final=False)
         return newest
+
+    def _compute(self, scan: int) -> ScanStats | None:
+        """Compute and store ``scan`` and the scans before it that its commit may have
+        revised; None when ``scan``'s statistics were stored before this run."""
+        stats, options = self._ready()
+        if scan in stats and scan not in self.failed:
+            return None
+        newest: ScanStats | None = None
+        for s in range(scan - self.revise, scan + 1):
+            if s != scan and s not in stats and s not in self.failed:
+                continue  # not a scan of this run (or before its first)
+            result = self.store.compute_scan(s, options.axes)
+            self.store.save_scan_stats(result)
+            stats[s] = result
+            self.failed.discard(s)
+            newest = result
+        return newest
+
+    def _reconnect(self) -> bool:
+        try:
+            self.store.reconnect()
+        except Exception:
+            log.exception("statistics: could not reconnect to the database")
+            return False
+        return True
 
     def refresh(self, final: bool) -> bool:
         """Redraw the report now; False (logged) when it could not be written."""
@@ -108,11 +141,11 @@ class ScanStatistics:
             if self.writer is None:
                 return False
             start = self.clock()
-            timings = self.writer.write(self.conn, stats, final=final)
+            timings = self.writer.write(self.store, stats, final=final)
             spent = self.clock() - start
         except Exception:
             log.exception("writing the report in %s failed", self._report_dir)
-            self._rollback()
+            self.store.rollback()
             return False
         self.refreshes += 1
         self._next_refresh = self.clock() + max(self.refresh_interval, spent / _MAX_REPORT_SHARE)
@@ -129,12 +162,6 @@ class ScanStatistics:
     def finish(self) -> None:
         """The run is over: write the final report (the statistics are already final)."""
         self.refresh(final=True)
-
-    def _rollback(self) -> None:
-        try:
-            self.conn.rollback()
-        except psycopg.Error:
-            log.exception("rollback after a statistics error failed")
 
 
 def serve(stats: ScanStatistics, link: StatsLink) -> int:

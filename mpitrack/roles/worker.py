@@ -1,26 +1,37 @@
 """The worker: load a region's volume, advance its tracker, commit results and checkpoint.
 
-A worker keeps the trackers of the regions it ran in memory; a job whose
-``after_scan`` doesn't match the cached state (the region ran elsewhere in
-between, or this worker restarted) loads the checkpoint instead. Any failure
+A worker keeps the trackers of the regions it ran in memory, at most
+``runtime.tracker_cache`` of them (the least recently run is dropped first);
+a job whose region has no cached tracker, or whose ``after_scan`` doesn't
+match the cached state (the region ran elsewhere in between, or this worker
+restarted), loads the checkpoint instead. Any failure
 drops the cached tracker, whose in-memory state may have moved past what was
 committed, and is reported as a failed job, never a dead rank.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import psycopg
+import numpy as np
 
-from mpitrack import store
 from mpitrack.config import Config
-from mpitrack.frames import FrameError, FramePattern, load_volume
+from mpitrack.detector.fanout import received_volume
+from mpitrack.frames import (
+    FrameError,
+    FrameMasks,
+    FramePattern,
+    load_volume,
+    read_settled,
+    refuse_outside_links,
+)
 from mpitrack.schedule import Job
-from mpitrack.track.checkpoint import FORMAT_VERSION
+from mpitrack.storage.base import ConnectionLost, JobResult, JobStore, StoreError
+from mpitrack.track.checkpoint import FORMAT_VERSION, CheckpointError
 from mpitrack.track.result import StepResult, TrackRow
 from mpitrack.track.tracker import RegionTracker
 from mpitrack.transport.base import JobReport, WorkerLink
@@ -34,6 +45,14 @@ class StateMismatch(RuntimeError):
 
 class AlreadyCommitted(Exception):
     """The job's scan is committed already (a redelivered or repeated job)."""
+
+
+class UnreadableCheckpoint(RuntimeError):
+    """The region's stored checkpoint cannot be resumed (another format, or corrupt).
+
+    Not a bug of this worker: the message names the region and what to do,
+    and the job fails without a traceback.
+    """
 
 
 def merge_steps(results: Sequence[StepResult]) -> tuple[int, list[TrackRow]]:
@@ -55,38 +74,32 @@ def merge_steps(results: Sequence[StepResult]) -> tuple[int, list[TrackRow]]:
 
 @dataclass
 class JobRunner:
-    """Runs jobs for one worker over one database connection."""
+    """Runs jobs for one worker over one store (one database connection)."""
 
     config: Config
-    database_url: str
+    store: JobStore
     worker: int
     windows: Mapping[int, Sequence[int]]
     trackers: dict[int, RegionTracker] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pattern = FramePattern(self.config.frames.pattern)
-        self._connect()
-
-    def _connect(self) -> None:
-        self.conn = store.connect(
-            self.database_url,
-            retries=self.config.runtime.connect_retries,
-            application_name=f"mpitrack-worker-{self.worker}",
-        )
-        self.writer = store.JobWriter(self.conn, self.config.database.synchronous_commit)
+        self.masks = FrameMasks(self.config.frames.mask.values, self.config.frames.mask.file)
 
     def close(self) -> None:
-        self.conn.close()
+        self.store.close()
 
-    def run(self, job: Job) -> JobReport:
+    def run(self, job: Job, volume: np.ndarray | None = None) -> JobReport:
         """Run a job; a lost database connection is re-established and the job run again.
 
+        volume: the region's volume sent with the job (in-memory fan-out of detector
+        frames); None: load the job's frames from files.
         Losing the connection is not the job's fault, and counting it as a failed
         job would make the failure policy skip a scan whose frames were fine.
         """
         try:
-            return self._run_once(job)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            return self._run_once(job, volume)
+        except ConnectionLost as exc:
             log.warning(
                 "region %d scan %d: database connection lost (%s); reconnecting and retrying",
                 job.region,
@@ -94,38 +107,60 @@ class JobRunner:
                 str(exc).strip().splitlines()[0] if str(exc) else exc,
             )
             self.trackers.pop(job.region, None)
-            self._reconnect()
+            self.store.reconnect()
         try:
-            return self._run_once(job)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self._reconnect()
+            return self._run_once(job, volume)
+        except ConnectionLost as exc:
+            self.store.reconnect()
             return self._failed(job, time.perf_counter(), f"database error: {exc}".strip())
 
-    def _run_once(self, job: Job) -> JobReport:
+    def already_committed(self, job: Job) -> bool:
+        """Whether the job's scan is committed already (a redelivered job).
+
+        False when the store cannot tell: the job then runs, and its runner
+        reports the database problem.
+        """
+        try:
+            scan = self.store.committed_scan(job.region)
+        except StoreError as exc:
+            log.warning("could not read region %d's checkpoint: %s", job.region, exc)
+            return False
+        return scan is not None and scan >= job.scan
+
+    def record_failure(self, job: Job, error: str, file: str | None = None) -> None:
+        """Record a failed job; a database that cannot record it is logged, not raised."""
+        try:
+            self.store.record_failure(job.region, job.scan, error, file=file)
+        except StoreError as exc:
+            log.error(
+                "region %d scan %d: could not record the failure: %s", job.region, job.scan, exc
+            )
+
+    def _run_once(self, job: Job, sent: np.ndarray | None = None) -> JobReport:
         started = time.perf_counter()
         try:
             tracker = self._tracker_for(job)
-            volume = load_volume(
-                self.config.frames.directory,
-                self.pattern,
-                job.region,
-                job.scan,
-                self.windows[job.region],
-                self.config.frames.shape,
-            )
+            if sent is None:
+                volume = read_settled(lambda: self._load(job), self.config.frames.settle_s)
+            else:
+                volume = received_volume(
+                    sent,
+                    job.region,
+                    job.scan,
+                    self.windows[job.region],
+                    self.masks.for_region(job.region),
+                    self.config.frames.shape,
+                )
             compute_started = time.perf_counter()
             first = self.config.scans.first if job.after_scan is None else job.after_scan + 1
             results = [tracker.step(skipped, None) for skipped in range(first, job.scan)]
             results.append(tracker.step(job.scan, volume))
+            rejected = tracker.rejected.counts()
             first_open, rows = merge_steps(results)
             checkpoint = tracker.to_checkpoint()
             compute = time.perf_counter() - compute_started
-            written = self.writer.commit(
-                [
-                    store.JobResult(
-                        job.region, job.scan, first_open, rows, checkpoint, FORMAT_VERSION
-                    )
-                ]
+            written = self.store.commit(
+                JobResult(job.region, job.scan, first_open, rows, checkpoint, FORMAT_VERSION)
             )
             if not written:
                 # Someone committed this scan already: our state is not the stored one.
@@ -137,25 +172,48 @@ class JobRunner:
                 rows=len(rows) if written else 0,
                 seconds=time.perf_counter() - started,
                 compute_seconds=compute,
+                rejected=rejected,
             )
         except AlreadyCommitted:
             log.info("region %d scan %d is committed already: nothing to do", job.region, job.scan)
             return JobReport(self.worker, job, ok=True, seconds=time.perf_counter() - started)
         except FrameError as exc:
             return self._failed(job, started, str(exc), file=str(exc.path))
-        except (psycopg.OperationalError, psycopg.InterfaceError):
+        except UnreadableCheckpoint as exc:
+            log.error("%s", exc)
+            return self._failed(job, started, str(exc))
+        except ConnectionLost:
             raise
+        except StoreError as exc:
+            log.exception("region %d scan %d: database error", job.region, job.scan)
+            return self._failed(job, started, str(exc))
         except Exception as exc:
             log.exception("region %d scan %d: tracker error", job.region, job.scan)
             return self._failed(job, started, f"{type(exc).__name__}: {exc}")
 
+    def _load(self, job: Job) -> np.ndarray:
+        """The job's volume, from the frame directory only (unless links out are allowed)."""
+        frames = self.config.frames
+        window = self.windows[job.region]
+        if not frames.outside_links:
+            refuse_outside_links(frames.directory, self.pattern, job.region, job.scan, window)
+        return load_volume(
+            frames.directory,
+            self.pattern,
+            job.region,
+            job.scan,
+            window,
+            frames.shape,
+            self.masks.for_region(job.region),
+        )
+
     def _tracker_for(self, job: Job) -> RegionTracker:
-        cached = self.trackers.get(job.region)
+        cached = self.trackers.pop(job.region, None)
         if cached is not None and cached.last_scan == job.after_scan:
+            self.trackers[job.region] = cached  # now the most recently used
             return cached
-        self.trackers.pop(job.region, None)
         detect, mht, axes = self.config.detection, self.config.tracking, self.config.frames.axes
-        checkpoint = store.load_checkpoint(self.conn, job.region)
+        checkpoint = self.store.load_checkpoint(job.region)
         found = None if checkpoint is None else checkpoint.scan
         if found is not None and found >= job.scan:
             raise AlreadyCommitted
@@ -164,24 +222,24 @@ class JobRunner:
                 f"region {job.region}: checkpoint is at scan {found}, "
                 f"the dispatcher expected {job.after_scan}"
             )
-        tracker = (
-            RegionTracker(detect, mht, axes)
-            if checkpoint is None
-            else RegionTracker.from_checkpoint(checkpoint.state, detect, mht, axes)
-        )
+        if checkpoint is None:
+            tracker = RegionTracker(detect, mht, axes)
+        else:
+            try:
+                tracker = RegionTracker.from_checkpoint(checkpoint.state, detect, mht, axes)
+            except CheckpointError as exc:
+                raise UnreadableCheckpoint(
+                    f"region {job.region}: its checkpoint after scan {checkpoint.scan} "
+                    f"cannot be resumed: {exc}"
+                ) from exc
         self.trackers[job.region] = tracker
+        while len(self.trackers) > self.config.runtime.tracker_cache:
+            del self.trackers[next(iter(self.trackers))]  # the least recently run
         return tracker
 
     def _failed(self, job: Job, started: float, error: str, file: str | None = None) -> JobReport:
         self.trackers.pop(job.region, None)
-        try:
-            if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                self.conn.rollback()
-            store.record_failure(self.conn, job.region, job.scan, error, file=file)
-        except psycopg.Error as exc:
-            log.error(
-                "region %d scan %d: could not record the failure: %s", job.region, job.scan, exc
-            )
+        self.record_failure(job, error, file)
         return JobReport(
             self.worker,
             job,
@@ -191,16 +249,25 @@ class JobRunner:
             file=file,
         )
 
-    def _reconnect(self) -> None:
-        self.conn.close()
-        self._connect()
+
+def settle_heap() -> None:
+    """Exempt what the process holds before its first job from garbage collection.
+
+    Imports (numpy, scipy, psycopg) leave ~65,000 objects that live for the
+    whole run. Python's full collections walk all of them, and the tracker's
+    many short-lived hypotheses trigger one every few dozen steps: a 50 ms
+    pause in a 15 ms step (docs/throughput.md). Frozen, they are skipped; what
+    the tracker allocates is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def work(runner: JobRunner, link: WorkerLink) -> int:
     """Ask for jobs until told to stop; return the number of jobs run."""
+    settle_heap()
     count = 0
     while (job := link.next_job()) is not None:
-        report = runner.run(job)
-        link.report(report)
+        link.report(runner.run(job, link.volume()))
         count += 1
     return count

@@ -65,6 +65,45 @@ wrapped
     Like drifting (one constant-velocity and one static spot), but the region's
     omega window runs through frame 0 (e.g. [1437, 7] with 1440 frames per
     scan): tests wrap-aware volume assembly. Coordinates are window indices.
+zingers
+    Two drifting spots (as drifting) plus cosmic-ray hits: about
+    ``ZINGERS_PER_VOLUME`` per volume (Poisson), each one voxel or a streak of 2-3
+    voxels inside one omega frame, 300 to 30,000 counts above the background,
+    at new places every scan. Zingers are not truth.
+powder_ring
+    Two drifting spots on a powder ring: a band of diffuse intensity at one
+    axis2 (2theta) position, Gaussian across (sigma 1-2 voxels), running along
+    axis1 (eta, with a +-10 % modulation) and through every omega frame, its
+    peak 4-8 noise sigmas: about as high as a weak spot. One spot's path
+    crosses the ring.
+diffuse
+    Two drifting spots on a structured background: a broad hump along axis2
+    (2theta; sigma 5-12 voxels, up to 15 noise sigmas high, centred anywhere
+    near the region) and a level that changes with omega (the whole background
+    x0.7..x1.3 from the first to the last frame of the window).
+masked
+    Two drifting spots seen through a detector with a gap and dead pixels: a
+    column one or two voxels wide along axis1 at a fixed axis2, written as
+    ``GAP_VALUE`` (-1) and crossed by one spot's path, and three dead pixels
+    written as ``DEAD_VALUE`` (2^32 - 1), one of them on a spot's path. The
+    experiment config lists both values under ``frames.mask.values``.
+saturated
+    Two drifting spots 10-40x brighter than usual, their cores clipped at
+    ``SATURATION`` counts (a detector's full well): flat plateaus of several
+    voxels. Truth keeps the unclipped centre and intensity.
+noise_free
+    Three drifting spots rendered without background or noise (expected
+    counts only, as simple generators and thresholded detector data give),
+    the region's brightness scaled by 10^u, u uniform in [-3, 6].
+early_overlap
+    Two spots that start almost on top of each other (normalised separation
+    ~0.3) and separate over the first four scans, then drift apart slowly:
+    overlapping from their first scans. Spot 1 is 0.6x as bright as spot 0.
+decelerating_crossing
+    Two identical spots (same widths and brightness) that approach each other
+    along a 3D line and pass through each other while decelerating sharply:
+    after the meeting point both move at a quarter of their speed.
+    Only motion tells them apart, and constant-velocity prediction overshoots.
 mixed
     Each region is an instance of one of the scenarios above, drawn from the
     seed: a realistic mix.
@@ -89,14 +128,33 @@ SCENARIO_NAMES: tuple[str, ...] = (
     "low_snr",
     "dense",
     "wrapped",
+    "zingers",
+    "powder_ring",
+    "diffuse",
+    "masked",
+    "saturated",
+    "noise_free",
+    "early_overlap",
+    "decelerating_crossing",
     "mixed",
 )
+# Scenarios whose regions' omega windows wrap through frame 0.
 WRAPPING_SCENARIOS = frozenset({"wrapped"})
+# Ranges of a simulated spot's Gaussian sigma, in voxels: along omega, along the
+# frame axes.
 SIGMA_OMEGA = (0.9, 1.2)
 SIGMA_FRAME = (1.2, 1.8)
+# A spot's centre stays this many sigmas inside the region's faces.
 MARGIN_SIGMAS = 2.0
 BROADENING_SNR_FACTOR = 2.0  # start bright: the peak drops up to 6x as widths grow
 DENSE_SPREAD = 0.7  # fraction of the frame plane the dense scenario uses
+ZINGERS_PER_VOLUME = 4.0
+ZINGER_COUNTS = (300.0, 30_000.0)  # log-uniform height above the background
+GAP_VALUE = -1.0  # what the simulated detector writes into its gap column
+DEAD_VALUE = float(2**32 - 1)  # ... and into dead pixels (the uint32 marker)
+MASK_VALUES = (GAP_VALUE, DEAD_VALUE)
+SATURATION = 2000.0  # counts: the simulated detector's full well
+NOISE_FREE_SCALE = (-3.0, 6.0)  # log10 range of the noise_free regions' brightness
 
 
 @dataclass(frozen=True)
@@ -188,6 +246,42 @@ class TrueSpot:
     intensity: float  # integrated counts over all space
 
 
+@dataclass(frozen=True)
+class Scene:
+    """What a region's frames hold besides the spots of the truth (rendered every scan).
+
+    ring: (axis2 centre, sigma, peak counts, eta modulation) of a powder ring, a
+        band along axis1 through every omega frame, or None.
+    hump: (axis2 centre, sigma, peak counts) of broad diffuse scattering, or None.
+    omega_gain: the whole background is scaled by a factor going linearly from
+        omega_gain[0] at the first frame to omega_gain[1] at the last.
+    zingers: expected cosmic-ray hits per volume (Poisson), new places every scan.
+    gap_columns: axis2 indices written as GAP_VALUE (every omega frame, all axis1).
+    dead_pixels: (axis1, axis2) pixels written as DEAD_VALUE in every frame.
+    saturation: counts at which the detector clips, or None.
+    noise_free: expected spot counts only: no background, no noise.
+    scale: factor on every spot's counts (noise_free brightness).
+    """
+
+    ring: tuple[float, float, float, float] | None = None
+    hump: tuple[float, float, float] | None = None
+    omega_gain: tuple[float, float] = (1.0, 1.0)
+    zingers: float = 0.0
+    gap_columns: tuple[int, ...] = ()
+    dead_pixels: tuple[tuple[int, int], ...] = ()
+    saturation: float | None = None
+    noise_free: bool = False
+    scale: float = 1.0
+
+    @property
+    def masked(self) -> bool:
+        """Whether the frames carry marker values (gap columns or dead pixels)."""
+        return bool(self.gap_columns or self.dead_pixels)
+
+
+PLAIN = Scene()
+
+
 @dataclass
 class _Path:
     """A true track over the whole experiment (arrays indexed by scan offset)."""
@@ -205,9 +299,12 @@ class RegionScenario:
     name: str
     wraps: bool
     scans: tuple[tuple[TrueSpot, ...], ...]  # indexed by scan offset
+    scene: Scene = PLAIN
 
 
 Generator = Callable[[np.random.Generator, SimParams, int], list[_Path]]
+Drawn = tuple[list[_Path], Scene]  # a scene scenario's paths and what else its frames hold
+SceneGenerator = Callable[[np.random.Generator, SimParams, int], Drawn]
 
 
 def _draw_sigma(rng: np.random.Generator) -> np.ndarray:
@@ -485,6 +582,120 @@ def _wrapped(rng: np.random.Generator, params: SimParams, n_scans: int) -> list[
     return paths
 
 
+def _zingers(rng: np.random.Generator, params: SimParams, n_scans: int) -> Drawn:
+    return _drifting(rng, params, n_scans), Scene(zingers=ZINGERS_PER_VOLUME)
+
+
+def _on_path(rng: np.random.Generator, path: _Path) -> np.ndarray:
+    """The position of a path at a random scan (a place the spot visits)."""
+    return path.positions[int(rng.integers(len(path.positions)))]
+
+
+def _powder_ring(rng: np.random.Generator, params: SimParams, n_scans: int) -> Drawn:
+    paths = _drifting(rng, params, n_scans)
+    centre = float(_on_path(rng, paths[0])[2])
+    ring = (
+        centre,
+        float(rng.uniform(1.0, 2.0)),
+        float(rng.uniform(4.0, 8.0) * params.noise_sigma),
+        float(rng.uniform(0.0, 0.1)),
+    )
+    return paths, Scene(ring=ring)
+
+
+def _diffuse(rng: np.random.Generator, params: SimParams, n_scans: int) -> Drawn:
+    paths = _drifting(rng, params, n_scans)
+    n2 = params.region_shape[2]
+    hump = (
+        float(rng.uniform(-5.0, n2 + 5.0)),
+        float(rng.uniform(5.0, 12.0)),
+        float(rng.uniform(5.0, 15.0) * params.noise_sigma),
+    )
+    gain = (float(rng.uniform(0.7, 1.0)), float(rng.uniform(1.0, 1.3)))
+    if rng.uniform() < 0.5:
+        gain = gain[::-1]
+    return paths, Scene(hump=hump, omega_gain=gain)
+
+
+def _masked(rng: np.random.Generator, params: SimParams, n_scans: int) -> Drawn:
+    paths = _drifting(rng, params, n_scans)
+    _, n1, n2 = params.region_shape
+    gap = round(float(_on_path(rng, paths[0])[2]))
+    columns = tuple(range(gap, min(gap + int(rng.integers(1, 3)), n2)))
+    on_spot = paths[1].positions[0]
+    dead = [(round(float(on_spot[1])), round(float(on_spot[2])))]
+    while len(dead) < 3:
+        pixel = (int(rng.integers(n1)), int(rng.integers(n2)))
+        if pixel not in dead and pixel[1] not in columns:
+            dead.append(pixel)
+    return paths, Scene(gap_columns=columns, dead_pixels=tuple(dead))
+
+
+def _saturated(rng: np.random.Generator, params: SimParams, n_scans: int) -> Drawn:
+    paths = _drifting(rng, params, n_scans)
+    for path in paths:
+        path.intensity *= float(rng.uniform(15.0, 50.0))
+    return paths, Scene(saturation=SATURATION)
+
+
+def _noise_free(rng: np.random.Generator, params: SimParams, n_scans: int) -> Drawn:
+    paths = []
+    for part in range(3):
+        sigma = _draw_sigma(rng)
+        lo, hi = _sub_bounds(*_bounds(params, sigma), part, 3)
+        positions = _straight(rng, lo, hi, n_scans, np.array([0.1, 0.5, 0.5]))
+        snr = params.snr * rng.uniform(0.3, 1.0)
+        paths.append(_path(positions, sigma, _intensity(params, sigma, snr)))
+    peak = 10.0 ** rng.uniform(*NOISE_FREE_SCALE)
+    return paths, Scene(noise_free=True, scale=peak / (params.snr * params.noise_sigma))
+
+
+def _early_overlap(rng: np.random.Generator, params: SimParams, n_scans: int) -> Drawn:
+    sigma_a, sigma_b = _pair_sigmas(rng, params)
+    lo = np.maximum(_bounds(params, sigma_a)[0], _bounds(params, sigma_b)[0])
+    hi = np.minimum(_bounds(params, sigma_a)[1], _bounds(params, sigma_b)[1])
+    centre = (lo + hi) / 2 + rng.uniform(-1.0, 1.0, size=3) * np.array([0.5, 1.5, 1.5])
+    angle = rng.uniform(0.0, 2 * math.pi)
+    direction = np.array([rng.uniform(-0.1, 0.1), math.cos(angle), math.sin(angle)])
+    direction /= np.linalg.norm(direction)
+    scale = sigma_a + sigma_b  # one unit of normalised separation, per axis
+    # normalised separation: 0.3 at the first scan, +0.3 per scan for six scans,
+    # then +0.1 per scan, as far as the region allows
+    t = np.arange(n_scans, dtype=float)
+    sep = 0.3 + 0.3 * np.minimum(t, 6.0) + 0.1 * np.maximum(t - 6.0, 0.0)
+    half = np.abs(direction * scale) / 2
+    room = np.minimum(centre - lo, hi - centre)
+    limit = float(np.min(np.where(half > 1e-9, room / np.maximum(half, 1e-9), np.inf)))
+    sep = np.minimum(sep, 0.95 * limit)
+    offset = (sep[:, None] * direction[None, :] * scale[None, :]) / 2
+    snr = _snr(params, rng)
+    return [
+        _path(centre + offset, sigma_a, _intensity(params, sigma_a, snr)),
+        _path(centre - offset, sigma_b, _intensity(params, sigma_b, 0.6 * snr)),
+    ], PLAIN
+
+
+def _decelerating_crossing(rng: np.random.Generator, params: SimParams, n_scans: int) -> Drawn:
+    sigma = _draw_sigma(rng)
+    lo, hi = _bounds(params, sigma)
+    centre = (lo + hi) / 2 + rng.uniform(-1.0, 1.0, size=3) * np.array([0.5, 2.0, 2.0])
+    direction = np.array([rng.uniform(-0.2, 0.2), rng.uniform(-1, 1), rng.uniform(-1, 1)])
+    direction /= np.linalg.norm(direction)
+    meet = (n_scans - 1) * rng.uniform(0.35, 0.55)
+    slow = 0.25
+    t = np.arange(n_scans, dtype=float) - meet
+    travel = np.where(t < 0, t, slow * t)  # in units of the early speed
+    reach = max(float(np.max(np.abs(travel))), 0.5)
+    room = np.minimum(centre - lo, hi - centre)
+    limit = float(np.min(np.where(np.abs(direction) > 1e-9, room / np.abs(direction), np.inf)))
+    speed = min(rng.uniform(0.5, 0.9), 0.95 * limit / reach)
+    side = np.array([0.0, 0.1, 0.0])
+    a = centre + side + travel[:, None] * speed * direction[None, :]
+    b = centre - side - travel[:, None] * speed * direction[None, :]
+    intensity = _intensity(params, sigma, _snr(params, rng))
+    return [_path(a, sigma, intensity), _path(b, sigma, intensity)], PLAIN
+
+
 _GENERATORS: dict[str, Generator] = {
     "isolated": _isolated,
     "drifting": _drifting,
@@ -495,6 +706,16 @@ _GENERATORS: dict[str, Generator] = {
     "low_snr": _low_snr,
     "dense": _dense,
     "wrapped": _wrapped,
+}
+_SCENE_GENERATORS: dict[str, SceneGenerator] = {
+    "zingers": _zingers,
+    "powder_ring": _powder_ring,
+    "diffuse": _diffuse,
+    "masked": _masked,
+    "saturated": _saturated,
+    "noise_free": _noise_free,
+    "early_overlap": _early_overlap,
+    "decelerating_crossing": _decelerating_crossing,
 }
 
 
@@ -520,7 +741,10 @@ def region_scenario(
         pick = np.random.default_rng([seed, region_id, 7])
         name = str(pick.choice([n for n in SCENARIO_NAMES if n != "mixed"]))
     rng = np.random.default_rng([seed, region_id, SCENARIO_NAMES.index(name)])
-    paths = _GENERATORS[name](rng, params, n_scans)
+    if name in _SCENE_GENERATORS:
+        paths, scene = _SCENE_GENERATORS[name](rng, params, n_scans)
+    else:
+        paths, scene = _GENERATORS[name](rng, params, n_scans), PLAIN
     scans = []
     for i in range(n_scans):
         spots = tuple(
@@ -529,4 +753,4 @@ def region_scenario(
             if path.alive[i]
         )
         scans.append(spots)
-    return RegionScenario(name, name in WRAPPING_SCENARIOS, tuple(scans))
+    return RegionScenario(name, name in WRAPPING_SCENARIOS, tuple(scans), scene)

@@ -35,6 +35,7 @@ import numpy as np
 
 from mpitrack.sim.scenarios import SimParams, TrueSpot
 
+# The ground-truth file's format name and version, checked when it is read.
 FORMAT = "mpitrack-ground-truth"
 VERSION = 1
 

@@ -15,7 +15,6 @@ frames do not depend on write order or rate either.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import os
@@ -29,18 +28,25 @@ import numpy as np
 import yaml
 
 from mpitrack.sim.render import render_volume
-from mpitrack.sim.scenarios import RegionScenario, SimParams, check_scenario_names, region_scenario
+from mpitrack.sim.scenarios import (
+    MASK_VALUES,
+    RegionScenario,
+    SimParams,
+    check_scenario_names,
+    region_scenario,
+)
 from mpitrack.sim.truth import GroundTruth, TruthRegion, region_records, write_truth
 
 log = logging.getLogger(__name__)
 
+# Names of what a simulated experiment's directory holds.
 DEFAULT_PATTERN = "region_{region}_frame_{frame}_scan_{scan}.npy"
 CONFIG_NAME = "experiment.yaml"
 TRUTH_NAME = "truth.json"
 FRAMES_DIR = "frames"
 REGION_STRIDE_GAP = 4  # frames between consecutive non-wrapping regions' windows
-FIRST_WINDOW_START = 100
-WRITE_THREADS = 4
+FIRST_WINDOW_START = 100  # the first region's omega window starts at this frame
+WRITE_THREADS = 4  # threads writing frame files (small-file writes are latency-bound)
 
 
 @dataclass(frozen=True)
@@ -134,35 +140,40 @@ def plan(spec: ExperimentSpec) -> Experiment:
     return Experiment(spec, tuple(windows), tuple(scenarios), truth)
 
 
-def _detection_defaults() -> dict:
-    """The simulated background is a plane: ask detection to fit one, if it can."""
-    try:
-        from mpitrack.track.detect import DetectParams
-    except ImportError:
-        return {}
-    names = {f.name for f in dataclasses.fields(DetectParams)}
-    return {"background": "plane"} if "background" in names else {}
+def region_volume(exp: Experiment, region: int, index: int) -> np.ndarray:
+    """The float32 volume written for one region at scan offset ``index`` (frames in window order).
+
+    Noise is seeded by (seed, region, scan): any caller gets the frames the writer writes.
+    """
+    spec = exp.spec
+    inst = exp.scenarios[region]
+    rng = np.random.default_rng([spec.seed, region, spec.first_scan + index, 1])
+    return render_volume(spec.params, inst.scans[index], rng, inst.scene)
 
 
 def config_dict(exp: Experiment) -> dict:
     """The experiment config (schema of mpitrack.config) for these frames."""
     spec = exp.spec
+    frames: dict = {
+        "directory": FRAMES_DIR,
+        "pattern": spec.pattern,
+        "frames_per_scan": spec.params.frames_per_scan,
+        "axes": list(spec.params.axes),
+        "shape": list(spec.params.region_shape[1:]),
+    }
+    if any(inst.scene.masked for inst in exp.scenarios):
+        # the simulated detector's marker values, as a beamline's config would list them
+        frames["mask"] = {"values": list(MASK_VALUES)}
     return {
         "run": spec.run,
         "workdir": "work",
-        "frames": {
-            "directory": FRAMES_DIR,
-            "pattern": spec.pattern,
-            "frames_per_scan": spec.params.frames_per_scan,
-            "axes": list(spec.params.axes),
-            "shape": list(spec.params.region_shape[1:]),
-        },
+        "frames": frames,
         "scans": {"first": spec.first_scan, "last": spec.first_scan + spec.scans - 1},
         "regions": [
             {"id": r.id, "frames": list(r.frames), "description": f"scenario={r.scenario}"}
             for r in exp.truth.regions
         ],
-        "detection": _detection_defaults(),
+        "detection": {},  # the defaults hold for every scenario: nothing tuned per experiment
         "tracking": {},
         "database": {"url": None},
         "redis": {"url": None},
@@ -298,12 +309,7 @@ def write_experiment(
                 if wait > 0:
                     sleep(wait)
             scan_start = clock()
-            volumes = [
-                render_volume(
-                    spec.params, inst.scans[i], np.random.default_rng([spec.seed, r, scan, 1])
-                )
-                for r, inst in enumerate(exp.scenarios)
-            ]
+            volumes = [region_volume(exp, r, i) for r in range(len(exp.scenarios))]
             jobs = []
             for k, (frame, r, idx) in enumerate(order):
                 path = frames_dir / spec.pattern.format(region=r, frame=frame, scan=scan)

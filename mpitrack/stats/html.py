@@ -41,6 +41,8 @@ class Page:
     version: int = 0  # appended to image URLs so a reload never shows a cached old figure
     csv_file: str = "scan_stats.csv"
     notes: Sequence[str] = field(default_factory=list)
+    spots: str = ""  # the spot gallery's HTML (spot_html.gallery), after the summary
+    extra_css: str = ""
 
 
 _CSS = """
@@ -67,7 +69,8 @@ figcaption{font-size:.88em;color:#555}
 .small{font-size:.85em;color:#666}
 """
 
-_SCRIPT = """
+# Marks images that failed to load; the spot pages (spot_html.py) use it too.
+IMAGE_CHECK_SCRIPT = """
 window.addEventListener("load", function () {
   var imgs = document.images, broken = 0;
   for (var i = 0; i < imgs.length; i++) {
@@ -199,7 +202,7 @@ def render(page: Page) -> str:
 <html lang="en"><head><meta charset="utf-8">{refresh}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>mpitrack {_e(page.run)}: {"final" if page.final else "live"} report</title>
-<style>{_CSS}</style></head>
+<style>{_CSS}{page.extra_css}</style></head>
 <body data-final="{str(page.final).lower()}">
 <h1>mpitrack run “{_e(page.run)}”</h1>
 <div class="status">{status} · {_e(span)} · generated {_e(page.generated)}
@@ -208,9 +211,10 @@ def render(page: Page) -> str:
 <p class="small">{_e(page.thresholds)}</p>
 <h2>Summary</h2>
 {summary_table(ordered, page.widths)}
+{page.spots}
 {sections}
 {regions}
 {notes}
-<script>{_SCRIPT}</script>
+<script>{IMAGE_CHECK_SCRIPT}</script>
 </body></html>
 """

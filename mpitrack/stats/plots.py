@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from mpitrack.stats.query import TrackSpans, Trajectory
-from mpitrack.stats.summary import INTENSITY, MAX_VARIANCE, ScanStats
+from mpitrack.stats.summary import INTENSITY, MAX_VARIANCE, ScanStats, TrackSpans, Trajectory
 
+# Figure resolution (dots per inch) of every PNG in the report.
 DPI = 100
+# Opacity of the 5th-95th and of the interquartile percentile bands.
 _BAND_OUTER = 0.15
 _BAND_INNER = 0.35
 

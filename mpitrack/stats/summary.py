@@ -19,6 +19,8 @@ import numpy as np
 
 from mpitrack.stats.counts import ScanCounts
 
+# The percentiles every distribution reports: the columns p05..p95 of the
+# scan_distributions table (sql/migrations), so fixed by the schema.
 QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
 PERCENTILE_NAMES = ("p05", "p25", "p50", "p75", "p95")
 
@@ -222,3 +224,27 @@ def relative_change(new: float | None, old: float | None) -> float | None:
     if new is None or old is None or old == 0 or not math.isfinite(old):
         return None
     return (new - old) / abs(old)
+
+
+@dataclass(frozen=True)
+class TrackSpans:
+    """Every track's detected span: lifetime in scans, and whether it is still alive.
+
+    alive: the track has a row in the newest scan in the table (so its
+    lifetime is a lower bound, not a final value).
+    """
+
+    lifetimes: np.ndarray
+    alive: np.ndarray
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One track's rows in scan order: positions (n, 3) in voxels, axes as the query asked."""
+
+    region: int
+    track: int
+    scans: np.ndarray
+    positions: np.ndarray
+    detected: np.ndarray
+    overlapping: np.ndarray

@@ -9,8 +9,9 @@ reasoning (``overlapping`` is always false), no revision of past decisions:
 a track missed for more than ``max_missed`` consecutive scans ends, and
 every unmatched spot starts a new track.
 
-Rows have the tracker's form (TrackRow with features["position"]), so the
-same evaluation scores both.
+It implements the same `SpotTracker` interface as the MHT (step_spots ->
+StepResult, with rows of the tracker's form: TrackRow with
+features["position"]), so the same evaluation and benchmarks drive both.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from mpitrack.track.result import TrackRow
+from mpitrack.track.result import StepResult, TrackRow
 from mpitrack.track.spot import Spot
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,13 @@ class FrameLinker:
         self._tracks: list[_Track] = []
         self._next_id = 0
 
-    def step(self, scan: int, spots: Sequence[Spot]) -> list[TrackRow]:
-        """Rows (detected only) of one scan, one per spot."""
+    def step_spots(self, scan: int, spots: Sequence[Spot] | None) -> StepResult:
+        """Rows (detected only) of one scan, one per spot; nothing is ever revised.
+
+        An unusable scan (None) gives no rows and counts as no miss.
+        """
+        if spots is None:
+            return StepResult(scan, scan, ())
         positions = np.array([np.asarray(s.position, dtype=float) for s in spots]).reshape(-1, 3)
         assigned: dict[int, _Track] = {}
         if self._tracks and len(spots):
@@ -98,7 +104,7 @@ class FrameLinker:
             out.append(TrackRow(track.track_id, scan, True, False, features))
         self._tracks = survivors
         out.sort(key=lambda row: row.track_id)
-        return out
+        return StepResult(scan, scan, tuple(out))
 
 
 def export_row(region_id: int, row: TrackRow) -> dict[str, Any]:
@@ -122,4 +128,4 @@ def track_region(
     """Rows for (scan, volume) pairs of one region; detect(volume) -> list[Spot]."""
     linker = FrameLinker(params, axes)
     for scan, volume in volumes:
-        yield from linker.step(scan, detect(volume))
+        yield from linker.step_spots(scan, detect(volume)).rows

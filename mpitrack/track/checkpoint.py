@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from mpitrack.track.mht import KINDS, Entry, Leaf, MHTState, ScanRecord, Tree
+from mpitrack.track.mht.state import KINDS, Entry, Leaf, MHTState, ScanRecord, Tree
 
-FORMAT_VERSION = 2  # 2: leaf_solo (solo detections per leaf)
+FORMAT_VERSION = 3  # 2: leaf_solo (solo detections per leaf); 3: the window's spot arrays
+READABLE_VERSIONS = (2, 3)  # 2 is upgraded on load (spot arrays from the features JSON)
 _MAGIC = "mpitrack-mht"
 _IU = np.triu_indices(6)
 _IU3 = np.triu_indices(3)
@@ -33,9 +34,11 @@ class CheckpointVersionError(CheckpointError):
     """The checkpoint was written by another format version."""
 
     def __init__(self, found: int, expected: int = FORMAT_VERSION) -> None:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         super().__init__(
             f"tracker checkpoint has format version {found}, this mpitrack reads version "
-            f"{expected}; re-run the region from its first scan or use a matching mpitrack"
+            f"{expected} (and {readable}); re-run the region from its first scan or use a "
+            "matching mpitrack"
         )
         self.found = found
         self.expected = expected
@@ -49,6 +52,8 @@ def encode_state(state: MHTState) -> bytes:
         "last_scan": state.last_scan,
         "next_uid": state.next_uid,
         "next_public_id": state.next_public_id,
+        "voxels": state.voxels,
+        "clutter": state.clutter,
         "window": [
             {
                 "scan": rec.scan,
@@ -66,6 +71,8 @@ def encode_state(state: MHTState) -> bytes:
     leaves = [lf for t in state.trees for lf in t.leaves]
     entries = [e for lf in leaves for e in lf.history]
     nl, ne = len(leaves), len(entries)
+    ns = sum(len(rec.features) for rec in state.window)
+    records = state.window
     arrays = {
         "header": np.frombuffer(json.dumps(header, allow_nan=False).encode(), dtype=np.uint8),
         "leaf_x": np.array([lf.x for lf in leaves], dtype=np.float64).reshape(nl, 6),
@@ -86,6 +93,9 @@ def encode_state(state: MHTState) -> bytes:
         "entry_group": np.array([e.group for e in entries], dtype=np.int32),
         "entry_pos": np.array([e.pos for e in entries], dtype=np.float64).reshape(ne, 3),
         "entry_score": np.array([e.score for e in entries], dtype=np.float64),
+        "spot_centre": _stack([rec.centres for rec in records], (3,)).reshape(ns, 3),
+        "spot_cov": _stack([rec.covariances[:, _IU3[0], _IU3[1]] for rec in records], (6,)),
+        "spot_intensity": _stack([rec.intensities for rec in records], ()).reshape(ns),
     }
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -95,6 +105,11 @@ def encode_state(state: MHTState) -> bytes:
             with zf.open(info, "w") as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
     return buf.getvalue()
+
+
+def _stack(parts: list[np.ndarray], tail: tuple[int, ...]) -> np.ndarray:
+    arrays = [np.asarray(a, dtype=np.float64).reshape(-1, *tail) for a in parts]
+    return np.concatenate(arrays) if arrays else np.zeros((0, *tail))
 
 
 def _load(data: bytes) -> tuple[dict[str, Any], Any]:
@@ -115,6 +130,38 @@ def _sym3(upper: np.ndarray) -> np.ndarray:
     return w
 
 
+def _restore_spots(
+    window: list[ScanRecord], centre: np.ndarray, cov: np.ndarray, intensity: np.ndarray
+) -> None:
+    pos = 0
+    for rec in window:
+        n = len(rec.features)
+        rec.centres = np.array(centre[pos : pos + n], dtype=np.float64).reshape(n, 3)
+        rec.covariances = np.array([_sym3(u) for u in cov[pos : pos + n]]).reshape(n, 3, 3)
+        rec.intensities = np.array(intensity[pos : pos + n], dtype=np.float64).reshape(n)
+        pos += n
+
+
+def _spots_from_features(window: list[ScanRecord]) -> None:
+    """Format 2 kept no spot arrays: take them from the features detection wrote.
+
+    Spots without those features (hand-made in tests) get zeros, which only
+    makes a split in the next scans deblend to the blob's centre.
+    """
+    for rec in window:
+        n = len(rec.features)
+        rec.centres, rec.covariances = np.zeros((n, 3)), np.zeros((n, 3, 3))
+        rec.intensities = np.zeros(n)
+        for j, f in enumerate(rec.features):
+            pos, cov, inten = f.get("position"), f.get("covariance"), f.get("intensity")
+            if isinstance(pos, dict) and len(pos) == 3:
+                rec.centres[j] = [float(v) for v in pos.values()]
+            if isinstance(cov, list):
+                rec.covariances[j] = np.asarray(cov, dtype=np.float64).reshape(3, 3)
+            if isinstance(inten, (int, float)):
+                rec.intensities[j] = float(inten)
+
+
 def read_format_version(data: bytes) -> int:
     """The format version a checkpoint was written with."""
     header, _ = _load(data)
@@ -125,7 +172,7 @@ def decode_state(data: bytes) -> MHTState:
     """Inverse of `encode_state`; raises CheckpointVersionError for another version."""
     header, npz = _load(data)
     version = int(header.get("format_version", -1))
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointVersionError(version)
     try:
         a = {name: npz[name] for name in npz.files if name != "header"}
@@ -138,6 +185,10 @@ def decode_state(data: bytes) -> MHTState:
             )
             for rec in header["window"]
         ]
+        if version >= 3:
+            _restore_spots(window, a["spot_centre"], a["spot_cov"], a["spot_intensity"])
+        else:
+            _spots_from_features(window)
         entries = [
             Entry(
                 scan=int(a["entry_scan"][k]),
@@ -200,4 +251,6 @@ def decode_state(data: bytes) -> MHTState:
         next_public_id=int(header["next_public_id"]),
         window=window,
         trees=trees,
+        voxels=None if header.get("voxels") is None else int(header["voxels"]),
+        clutter=None if header.get("clutter") is None else float(header["clutter"]),
     )

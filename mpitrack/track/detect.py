@@ -2,36 +2,42 @@
 
 The pipeline, all vectorised with numpy/scipy.ndimage (no loops over voxels):
 
-1. Robust background and noise: sigma-clipped median (or a sigma-clipped plane
-   in (omega, axis1, axis2)) and noise = 1.4826 * MAD of the clipped voxels.
-   Spots are a minority of a region's voxels, so clipping them leaves the
-   background statistics of the rest.
-2. Optional Gaussian smoothing of the background-subtracted volume; the noise
+1. Masked voxels: NaN in the volume marks a voxel without a measurement
+   (detector gaps, dead pixels, ``frames.mask``); it is neither background nor
+   spot (artifacts.py says how it is treated). Infinite values are refused.
+2. Robust background model and noise (background.py): by default a plane plus
+   per-frame profiles along each frame axis (it follows powder rings, diffuse
+   scattering and a level changing with omega), clipped so that spots drop
+   out; noise = 1.4826 * MAD of the clipped voxels; every degenerate volume
+   (flat, noise-free, sparse counting, all masked) has a documented rule there.
+3. Zingers and hot pixels (artifacts.py): voxels far above the detection cut
+   with no support in their frame nor along omega, and pixels high in every
+   frame with no support in the frame, are masked (and interpolated) before
+   anything looks for spots; how many were rejected is on the `Detection`.
+4. Optional Gaussian smoothing of the background-subtracted volume; the noise
    is then re-measured on the smoothed volume, so the threshold stays k sigma
    of what is actually thresholded.
-3. Threshold at max(k * noise, threshold_abs) above the background; 3D
-   connected components; components smaller than min_voxels are dropped.
-4. Splitting of touching spots, an h-maxima (persistence) test: a local
-   maximum of the (smoothed) volume becomes a spot of its own when the saddle
-   to every higher maximum is at least max(split_min_prominence * its height,
-   split_min_depth_sigma * noise at that height) below it. A cheap pre-test (one level-set
-   labelling per high enough maximum, on the component's bounding box) leaves
-   most components alone; the others get basins by steepest ascent (a
-   discrete watershed, vectorised with pointer jumping) and a Kruskal merge of
-   the small basin graph from the highest saddle down. A weak maximum hands
-   its basin to the basin across its highest saddle, so a noise bump on the
-   flank of the second spot joins the second spot, and every voxel of the
-   blob goes to exactly one spot. (scipy.ndimage.watershed_ift was tried: it
-   gave most of a two-peak blob to one seed. scikit-image is not a dependency.)
-5. Each spot's integration region is its mask grown by integration_margin
+5. Threshold at max(k * noise, threshold_abs) above the background; 3D
+   connected components (faces by default); components with fewer than
+   min_voxels measured voxels are dropped.
+6. Splitting of touching spots (split.py): a local maximum becomes a spot of
+   its own when its saddle to every higher maximum is deep enough. A small piece that is a
+   zinger on a spot's flank is masked (artifacts.py).
+7. Each spot's integration region is its mask grown by integration_margin
    voxels into unclaimed background: a threshold at 5 sigma cuts off ~10% of a
    Gaussian's integral, a margin of 2 brings that under 1% for peaks above
    ~30 sigma (faint spots keep a bias: about -2% at 15 sigma, -9% at 8 sigma).
-6. The background is estimated again without the spots and their margins
+8. The background is estimated again without the spots and their margins
    (a dense region's spot tails lift the first estimate), then features per
    spot (features.py) from vectorised moments: position, intensity and
    covariance over the integration region; n_voxels, bbox and peak over the
    detection mask.
+
+The module is longer than most (about 600 lines) because `DetectParams`'
+docstring is the user reference of every ``detection:`` key (docs/
+configuration.md is generated from it) and `detect` runs the stages above in
+order; each stage's own logic lives in background.py, artifacts.py, split.py
+and features.py.
 
 Omega: axis 0 of the volume is already in the region's window order (a window
 that wraps through frame 0 is assembled contiguously by frames.py), so
@@ -49,16 +55,30 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from mpitrack.track.artifacts import find_artifacts, inpaint, zinger_pieces
+from mpitrack.track.background import METHODS, Background, estimate_background, median_mad
 from mpitrack.track.features import axis_names, build_spots, centre_errors, label_moments
+from mpitrack.track.split import (
+    DepthRule,
+    kernel_sum_of_squares,
+    label_maxima,
+    split_all,
+)
 from mpitrack.track.spot import Spot
 
 log = logging.getLogger(__name__)
 
-MAD_TO_SIGMA = 1.4826
-_CLIP_SIGMA = 3.0
-_CLIP_SIGMA_SPARSE = 5.0
-_CLIP_ITERATIONS = 3
 _MARGINAL_PEAK = 2.0  # main-pass spots whose peak is below this x the cut are marginal
+
+__all__ = [
+    "Background",
+    "DetectParams",
+    "Detection",
+    "detect",
+    "detect_spots",
+    "estimate_background",
+    "validate_volume",
+]
 
 
 @dataclass(frozen=True)
@@ -68,16 +88,25 @@ class DetectParams:
     threshold_sigma: a voxel belongs to a spot when it is more than
         threshold_sigma x noise above the background (noise from the MAD).
     threshold_abs: minimum height above the background in intensity units; the
-        cut is max(threshold_sigma * noise, threshold_abs). Needed for
-        noise-free (synthetic) data, where the noise estimate is ~0.
-    background: ``median`` (one level per region volume) or ``plane`` (a robust
-        linear fit in omega, axis1, axis2, for a sloping background).
+        cut is max(threshold_sigma * noise, threshold_abs). Not needed for
+        noise-free or thresholded data (their noise has a rule of its own, see
+        background.py); a floor for data whose noise is known to be higher
+        than the volume shows.
+    background: ``profiles`` (per omega frame, a profile along each frame axis:
+        follows powder rings, diffuse scattering along 2theta and a level that
+        changes with omega; the default), ``plane`` (a robust linear fit in
+        omega, axis1, axis2) or ``median`` (one level per region volume).
     smoothing_sigma: Gaussian smoothing in voxels before thresholding and
         splitting (0 = none). Features are always measured on unsmoothed data.
-    connectivity: neighbourhood of the connected components, 1..3 as in
-        scipy.ndimage.generate_binary_structure(3, connectivity)
-        (1 = faces, 2 = +edges, 3 = +corners).
-    min_voxels: spots with fewer voxels above the threshold are ignored.
+    connectivity: neighbourhood of the connected components and of the split
+        test's saddles, 1..3 as in scipy.ndimage.generate_binary_structure(3,
+        connectivity) (1 = faces, 2 = +edges, 3 = +corners). A larger
+        neighbourhood gives noise more paths around a saddle, so the split test
+        separates fewer close pairs. Whatever it is, a split piece whose top
+        voxel has a higher diagonal neighbour in another piece joins that piece:
+        a spot whose core drifts diagonally from one omega frame to the next
+        is one spot.
+    min_voxels: spots with fewer measured voxels above the threshold are ignored.
     split: split touching spots that show separate maxima.
     split_min_prominence: a secondary maximum splits off when the saddle between
         it and any higher maximum is at least this fraction of its own height
@@ -105,11 +134,23 @@ class DetectParams:
         features are measured on unsmoothed data either way.
     faint_threshold_sigma: threshold of the faint pass, in noise sigmas of the
         smoothed volume.
+    zinger_ratio: zinger and hot-pixel rejection (0 = off). A voxel more than
+        max(threshold_sigma, zinger_ratio) noise sigmas above the background is
+        a zinger when it is more than zinger_ratio times its support in its
+        omega frame (its 8 neighbours summed without the 2 highest, so a streak
+        of 3 is still a zinger) and along omega (the mean of the same pixel in
+        the frames before and after); a pixel whose lowest value over omega is
+        more than zinger_ratio times its in-frame support is a hot pixel; a
+        detected piece whose peak frame holds at most 3 of its voxels and whose
+        peak is zinger_ratio times its omega support is a zinger on a spot's
+        flank. All are masked (docs/detection.md). Real spots stay below 4,
+        including the sharp ESRF spots of the si-id11 data; raise it for a
+        detector whose spots are sharper than one pixel and one omega frame.
     """
 
     threshold_sigma: float = 5.0
     threshold_abs: float = 0.0
-    background: Literal["median", "plane"] = "median"
+    background: Literal["profiles", "plane", "median"] = "profiles"
     smoothing_sigma: float = 0.0
     connectivity: int = 1
     min_voxels: int = 3
@@ -121,6 +162,7 @@ class DetectParams:
     max_spots: int = 200
     faint_smoothing_sigma: float = 1.0
     faint_threshold_sigma: float = 5.0
+    zinger_ratio: float = 10.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -128,8 +170,8 @@ class DetectParams:
             problems.append(f"threshold_sigma {self.threshold_sigma} must be > 0")
         if not self.threshold_abs >= 0:
             problems.append(f"threshold_abs {self.threshold_abs} must be >= 0")
-        if self.background not in ("median", "plane"):
-            problems.append(f"background {self.background!r} must be 'median' or 'plane'")
+        if self.background not in METHODS:
+            problems.append(f"background {self.background!r} must be one of {', '.join(METHODS)}")
         if not self.smoothing_sigma >= 0:
             problems.append(f"smoothing_sigma {self.smoothing_sigma} must be >= 0")
         if self.connectivity not in (1, 2, 3):
@@ -150,30 +192,15 @@ class DetectParams:
             problems.append(f"faint_smoothing_sigma {self.faint_smoothing_sigma} must be >= 0")
         if not self.faint_threshold_sigma > 0:
             problems.append(f"faint_threshold_sigma {self.faint_threshold_sigma} must be > 0")
+        if not (self.zinger_ratio == 0 or self.zinger_ratio > 1):
+            problems.append(f"zinger_ratio {self.zinger_ratio} must be 0 (off) or > 1")
         if problems:
             raise ValueError("; ".join(problems))
 
 
 @dataclass(frozen=True)
-class Background:
-    """The background model of one volume.
-
-    level: background value, a float (median) or an array broadcastable to the
-        volume (plane).
-    noise: noise sigma of the raw volume (MAD-based, clipped).
-    is_background: voxels used for the final estimate (not clipped as signal).
-    clip_sigma: the clip width the estimate ended with (3, or 5 for sparse counts).
-    """
-
-    level: float | np.ndarray
-    noise: float
-    is_background: np.ndarray
-    clip_sigma: float = _CLIP_SIGMA
-
-
-@dataclass(frozen=True)
 class Detection:
-    """Everything one detection pass found, for diagnostics and plots.
+    """Everything one detection pass found, for diagnostics, plots and job logs.
 
     spots: the detected spots, brightest first.
     background: the background model.
@@ -181,6 +208,9 @@ class Detection:
     threshold: the cut above the background, in the units of that volume.
     labels: int32 volume, 0 = background, i = voxels above the threshold of
         spots[i - 1] (the detection mask, without the integration margin).
+    masked_voxels: voxels without a measurement (NaN in the volume).
+    zingers: zinger hits rejected (see artifacts.py).
+    hot_pixels: hot pixels rejected (each in every omega frame).
     """
 
     spots: list[Spot]
@@ -188,13 +218,16 @@ class Detection:
     noise: float
     threshold: float
     labels: np.ndarray = field(repr=False)
+    masked_voxels: int = 0
+    zingers: int = 0
+    hot_pixels: int = 0
 
 
 def validate_volume(volume: np.ndarray) -> np.ndarray:
-    """The volume as a float array, or ValueError saying what is wrong with it.
+    """The volume as a float array (NaN = masked voxel), or ValueError saying what is wrong.
 
-    Detection refuses non-finite voxels instead of guessing: the frame loader
-    already rejects them, so one here is a bug upstream worth hearing about.
+    Infinite values are refused instead of guessed at: the frame loader already
+    rejects them, so one here is a bug upstream worth hearing about.
     """
     arr = np.asarray(volume)
     if arr.ndim != 3:
@@ -205,158 +238,13 @@ def validate_volume(volume: np.ndarray) -> np.ndarray:
         raise ValueError(f"volume must be real numbers, got dtype {arr.dtype}")
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
-    finite = np.isfinite(arr)
-    n_bad = arr.size - int(np.count_nonzero(finite))
-    if n_bad == arr.size:
-        raise ValueError(f"volume has no finite values (shape {arr.shape})")
-    if n_bad:
+    n_inf = int(np.count_nonzero(np.isinf(arr)))
+    if n_inf:
         raise ValueError(
-            f"volume has {n_bad} non-finite voxels (NaN/inf) of {arr.size}, shape {arr.shape}; "
-            "detection refuses to guess their values"
+            f"volume has {n_inf} infinite voxels of {arr.size}, shape {arr.shape}; "
+            "detection refuses to guess their values (NaN marks a masked voxel)"
         )
     return arr
-
-
-def _label_maxima(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """Maximum of values over each label 1..n (every label present).
-
-    Sorts only the labelled voxels; scipy.ndimage.maximum sorts the whole volume.
-    """
-    idx = np.flatnonzero(labels)
-    lab = labels.ravel()[idx]
-    order = np.argsort(lab, kind="stable")
-    starts = np.searchsorted(lab[order], np.arange(1, n + 1))
-    return np.maximum.reduceat(values.ravel()[idx[order]].astype(np.float64), starts)
-
-
-def _median(values: np.ndarray) -> float:
-    """Median by one partition (the upper median for an even count).
-
-    np.median also partitions to look for NaN and averages the two middle
-    values; the data are validated finite and the gap between the two middle
-    values of thousands of voxels is far below the noise, so this is the same
-    estimate at about half the cost.
-    """
-    k = values.size // 2
-    return float(np.partition(values, k)[k])
-
-
-def _median_mad(values: np.ndarray) -> tuple[float, float, float]:
-    """Level, noise sigma and clip width (in sigmas) for the next clipping pass.
-
-    Normally the median, 1.4826 * MAD and a 3-sigma clip. Sparse counting data
-    (photon-counting detectors: mostly 0, some 1 and 2) have more than half the
-    voxels at the median, so the MAD is 0 although the noise is not, and the
-    median (0) is below the mean that spots sit on (an integration bias of
-    mean x voxels). Mean and standard deviation are the fallback then, with a
-    5-sigma clip because such noise is skewed: a 3-sigma clip would cut its
-    real upper tail and pull the level down. Both are 0 only for a constant volume.
-    """
-    med = _median(values)
-    mad = _median(np.abs(values - med))
-    if mad > 0:
-        return med, MAD_TO_SIGMA * mad, _CLIP_SIGMA
-    return float(np.mean(values)), float(np.std(values)), _CLIP_SIGMA_SPARSE
-
-
-def estimate_background(
-    volume: np.ndarray,
-    method: str = "median",
-    *,
-    exclude: np.ndarray | None = None,
-    start: Background | None = None,
-) -> Background:
-    """Sigma-clipped background level and noise sigma of a finite 3D volume.
-
-    Without ``start``, the estimate comes from every 4th voxel (a volume of
-    4096 voxels or more), clipped |x - level| <= 3 noise (5 for sparse counts,
-    see `_median_mad`) up to three times
-    until level and noise move by less than 2 % of the noise: enough for a
-    threshold, at a quarter of the work. With ``start`` (detection's second
-    pass, spots excluded) one clipped pass over all remaining voxels gives the
-    level that intensities are measured against. The MAD of a 3-sigma clipped
-    Gaussian is within 1 % of the unclipped one: no correction factor.
-
-    exclude: voxels known to be signal (detected spots with their margins);
-        detection re-estimates with them excluded, because a dense region's
-        faint spot tails otherwise lift the level by a tenth of a sigma or more,
-        which integrates into a visible intensity bias.
-    start: an earlier estimate to start the clipping from instead of the
-        subsample (``median`` only; a plane is always refitted from the data).
-    ``plane``: a least-squares plane in (omega, axis1, axis2) on the clipped
-    voxels, re-clipped on its residual.
-    """
-    flat = volume.ravel()
-    allowed = None if exclude is None else ~np.asarray(exclude, dtype=bool).ravel()
-    if allowed is not None and np.count_nonzero(allowed) < 8:
-        allowed = None  # (almost) everything is signal: fall back to all voxels
-    pool = flat if allowed is None else flat[allowed]
-    iterations = _CLIP_ITERATIONS
-    if start is not None and start.noise > 0 and method == "median":
-        level, noise, clip = float(np.mean(start.level)), start.noise, start.clip_sigma
-        iterations = 1
-    else:
-        if pool.size >= 4096:
-            pool = pool[::4]
-        level, noise, clip = _median_mad(pool)
-    for _ in range(iterations):
-        if noise <= 0:
-            break
-        kept = pool[np.abs(pool - level) <= clip * noise]
-        if kept.size < 8:
-            break
-        new_level, new_noise, clip = _median_mad(kept)
-        converged = max(abs(new_level - level), abs(new_noise - noise)) <= 0.02 * noise
-        level, noise = new_level, new_noise
-        if converged:
-            break
-    keep = np.abs(flat - level) <= clip * noise
-    if allowed is not None:
-        keep &= allowed
-    if method == "median":
-        return Background(level, noise, keep.reshape(volume.shape), clip)
-    if method != "plane":
-        raise ValueError(f"unknown background method {method!r}")
-    coords = np.indices(volume.shape, dtype=np.float64).reshape(3, -1)
-    design = np.vstack([np.ones(flat.size), coords]).T
-    plane = np.full(flat.size, level)
-    for _ in range(_CLIP_ITERATIONS):
-        if np.count_nonzero(keep) < 8:
-            break
-        coef, *_ = np.linalg.lstsq(design[keep], flat[keep], rcond=None)
-        plane = design @ coef
-        resid = flat - plane
-        offset, noise, clip = _median_mad(resid[keep])
-        if noise <= 0:
-            break
-        new_keep = np.abs(resid - offset) <= clip * noise
-        if allowed is not None:
-            new_keep &= allowed
-        if np.array_equal(new_keep, keep):
-            break
-        keep = new_keep
-    return Background(plane.reshape(volume.shape), noise, keep.reshape(volume.shape), clip)
-
-
-@dataclass(frozen=True)
-class _DepthRule:
-    """How deep the saddle below a maximum of height h must be for it to split off.
-
-    max(prominence * h, depth_sigma * sqrt(noise**2 + shot * h)): relative to the
-    peak, and significant against the noise at that height. ``shot`` is the
-    counting-statistics variance per unit of height (gain x the smoothing
-    kernel's sum of squares); without it, shot noise on a bright spot of
-    counted photons carves saddles deep enough to split it.
-    """
-
-    prominence: float
-    depth_sigma: float
-    noise: float
-    shot: float
-
-    def __call__(self, height: np.ndarray) -> np.ndarray:
-        sigma = np.sqrt(self.noise**2 + self.shot * np.maximum(height, 0.0))
-        return np.maximum(self.prominence * height, self.depth_sigma * sigma)
 
 
 @functools.lru_cache(maxsize=32)
@@ -376,204 +264,6 @@ def _smoothing_noise_gain(shape: tuple[int, ...], sigma: float) -> np.ndarray:
     out = gains[0][:, None, None] * gains[1][None, :, None] * gains[2][None, None, :]
     out.setflags(write=False)
     return out
-
-
-def _kernel_sum_of_squares(sigma: float) -> float:
-    """Sum of the squared weights of the 3D smoothing kernel (1 without smoothing).
-
-    Smoothing averages independent shot noise: its variance shrinks by this factor.
-    """
-    if sigma <= 0:
-        return 1.0
-    size = 2 * int(4 * sigma + 0.5) + 1
-    delta = np.zeros((size, size, size))
-    delta[(size // 2,) * 3] = 1.0
-    kernel = ndimage.gaussian_filter(delta, sigma, mode="constant")
-    return float(np.sum(kernel * kernel))
-
-
-def _steepest_ascent(det: np.ndarray, comp: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """For every voxel of comp, the flat index of the local maximum its steepest ascent reaches.
-
-    Each voxel points to its highest neighbour inside comp when that one is
-    strictly higher (else to itself); pointer jumping then follows the chains
-    in log(path length) vectorised steps. The basins this defines are a
-    discrete watershed of the component. Voxels outside comp point to themselves.
-    """
-    shape = det.shape
-    padded = np.full(tuple(n + 2 for n in shape), -np.inf)
-    inner = (slice(1, -1),) * 3
-    padded[inner] = np.where(comp, det, -np.inf)
-    best = padded[inner].copy()
-    index = np.arange(det.size).reshape(shape)
-    target = index.copy()
-    strides = np.array([shape[1] * shape[2], shape[2], 1])
-    for offset in offsets:
-        view = padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, shape, strict=True))]
-        better = (view > best) & comp
-        best = np.where(better, view, best)
-        target = np.where(better, index + int(offset @ strides), target)
-    ptr = target.ravel()
-    while True:
-        nxt = ptr[ptr]
-        if np.array_equal(nxt, ptr):
-            return ptr
-        ptr = nxt
-
-
-def _basin_edges(
-    basin: np.ndarray, det: np.ndarray, offsets: np.ndarray, n_basins: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Adjacent basin pairs (a < b) and the highest pass between them, highest pass first.
-
-    The pass of two neighbouring voxels in different basins is the lower of
-    their values; the saddle between two adjacent basins is the highest pass.
-    """
-    shape = basin.shape
-    padded = np.zeros(tuple(n + 2 for n in shape), dtype=basin.dtype)
-    padded[(slice(1, -1),) * 3] = basin
-    pdet = np.full(padded.shape, -np.inf)
-    pdet[(slice(1, -1),) * 3] = det
-    a_list, b_list, pass_list = [], [], []
-    for offset in offsets:
-        window = tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, shape, strict=True))
-        other = padded[window]
-        sel = (basin != other) & (basin > 0) & (other > 0)
-        if sel.any():
-            a_list.append(basin[sel])
-            b_list.append(other[sel])
-            pass_list.append(np.minimum(det[sel], pdet[window][sel]))
-    if not a_list:
-        empty = np.empty(0, dtype=np.intp)
-        return empty, empty, np.empty(0)
-    a = np.concatenate(a_list)
-    b = np.concatenate(b_list)
-    passes = np.concatenate(pass_list)
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    key = lo.astype(np.int64) * (n_basins + 1) + hi
-    order = np.lexsort((-passes, key))
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = key[order][1:] != key[order][:-1]
-    keep = order[first]
-    keep = keep[np.argsort(-passes[keep], kind="stable")]
-    return lo[keep], hi[keep], passes[keep]
-
-
-def _split_component(
-    det: np.ndarray,
-    comp: np.ndarray,
-    structure: np.ndarray,
-    threshold: float,
-    depth_rule: _DepthRule,
-    min_voxels: int,
-) -> np.ndarray | None:
-    """Sub-labels (1..m, 0 outside) of a component crop with m >= 2 significant maxima.
-
-    det, comp: the detection values and the component's mask, cropped to its
-    bounding box. Returns None when the component stays whole.
-
-    Basins: voxels grouped by the local-maximum plateau their steepest ascent
-    reaches. Significance is an h-maxima (persistence) test on the small graph
-    of adjacent basins: merging basins Kruskal-style from the highest saddle
-    down, the lower cluster's peak p dies at saddle s and is kept as a seed when
-    p - s >= depth_rule(p) (see `_DepthRule`). A
-    maximum that dies without enough depth hands its basin to the basin across
-    that saddle, so a noise bump on the flank of the second spot joins the
-    second spot, not the brightest one.
-    """
-    # Cheap exit first (most components): only local maxima high enough that
-    # their required depth still leaves them above the threshold can be
-    # significant; test those with one level-set labelling each.
-    peaks = (det >= ndimage.maximum_filter(det, footprint=structure, mode="nearest")) & comp
-    pk = np.flatnonzero(peaks)
-    pk_h = det.ravel()[pk]
-    pk_depth = depth_rule(pk_h)
-    viable = pk_h - pk_depth > threshold
-    if np.count_nonzero(viable) < 2:
-        return None
-    order = np.lexsort((pk[viable], -pk_h[viable]))
-    cand_v, level_v = pk[viable][order], (pk_h - pk_depth)[viable][order]
-    for r in range(1, cand_v.size):
-        lab, _ = ndimage.label(comp & (det >= level_v[r]), structure)
-        lab = lab.ravel()
-        if not np.any(lab[cand_v[:r]] == lab[cand_v[r]]):
-            break  # a significant secondary maximum: do the full split
-    else:
-        return None
-
-    all_offsets = np.argwhere(structure) - 1
-    offsets = all_offsets[np.any(all_offsets != 0, axis=1)]
-    ptr = _steepest_ascent(det, comp, offsets)
-    cflat = comp.ravel()
-    is_max = (ptr == np.arange(ptr.size)) & cflat
-    plateau, n_max = ndimage.label(is_max.reshape(det.shape), structure)
-    if n_max < 2:
-        return None
-    pflat = plateau.ravel()
-    idx = np.flatnonzero(pflat)
-    _, first = np.unique(pflat[idx], return_index=True)
-    cand = idx[first]  # cand[k]: representative voxel of plateau k + 1
-    flat = det.ravel()
-    heights = np.concatenate([[-np.inf], flat[cand]])  # by plateau id, 0 unused
-    depth = depth_rule(heights)
-    top = int(np.argmax(heights))
-    others = np.ones(n_max + 1, dtype=bool)
-    others[[0, top]] = False
-    if not np.any(heights[others] - depth[others] > threshold):
-        return None  # every saddle is above the threshold: no maximum can be deep enough
-    # Rank: higher first, ties by raster position (deterministic).
-    rank = np.empty(n_max + 1, dtype=np.intp)
-    rank[0] = n_max + 1
-    rank[1 + np.lexsort((cand, -flat[cand]))] = np.arange(n_max)
-
-    basin = np.where(cflat, pflat[ptr], 0).reshape(det.shape)
-    edge_a, edge_b, passes = _basin_edges(basin, det, offsets[: len(offsets) // 2], n_max)
-
-    # Kruskal over the basin graph with a tiny union-find (a handful of nodes).
-    cluster = list(range(n_max + 1))
-    cluster_top = list(range(n_max + 1))
-
-    def find(x: int) -> int:
-        while cluster[x] != x:
-            cluster[x] = cluster[cluster[x]]
-            x = cluster[x]
-        return x
-
-    parent = np.full(n_max + 1, -1)  # insignificant maximum -> basin it joins
-    merge_into = np.full(n_max + 1, -1)  # any maximum -> basin across its death saddle
-    for u, v, s in zip(edge_a.tolist(), edge_b.tolist(), passes.tolist(), strict=True):
-        ru, rv = find(u), find(v)
-        if ru == rv:
-            continue
-        if rank[cluster_top[ru]] > rank[cluster_top[rv]]:
-            ru, rv, u, v = rv, ru, v, u  # ru: the cluster with the higher peak
-        loser = cluster_top[rv]
-        merge_into[loser] = u
-        if heights[loser] - s < depth[loser]:
-            parent[loser] = u
-        cluster[rv] = ru
-
-    while True:
-        seeds = np.flatnonzero(parent[1:] < 0) + 1
-        if seeds.size < 2:
-            return None
-        root = np.where(parent >= 0, parent, np.arange(n_max + 1))
-        while True:
-            nxt = root[root]
-            if np.array_equal(nxt, root):
-                break
-            root = nxt
-        seeds = seeds[np.argsort(rank[seeds])]
-        part_of = np.zeros(n_max + 1, dtype=np.int32)
-        part_of[seeds] = np.arange(1, seeds.size + 1, dtype=np.int32)
-        parts = part_of[root[basin]]
-        sizes = np.bincount(parts.ravel(), minlength=seeds.size + 1)[1:]
-        small = np.flatnonzero(sizes[1:] < min_voxels) + 1
-        if small.size == 0:
-            return parts
-        # A basin too small to be a spot joins the basin across its saddle.
-        weakest = int(seeds[small[np.argmin(sizes[small])]])
-        parent[weakest] = merge_into[weakest]
 
 
 def _grow(labels: np.ndarray, margin: int, objects: list[tuple[slice, ...]]) -> np.ndarray:
@@ -599,6 +289,18 @@ def _grow(labels: np.ndarray, margin: int, objects: list[tuple[slice, ...]]) -> 
     return out
 
 
+#: Zero noise (a constant, noise-free or thresholded volume) is floored at this
+#: fraction of the volume's largest absolute value: float32 resolution, the
+#: precision of 16-bit frames and of sums computed in float32, so that rounding
+#: dust (and a renderer's truncated tails) is never a spot, whatever the dtype.
+ZERO_NOISE_FLOOR = float(np.finfo(np.float32).eps)
+
+
+def _floor(noise: float, scale: float) -> float:
+    """The noise sigma, at least ZERO_NOISE_FLOOR x scale."""
+    return max(noise, ZERO_NOISE_FLOOR * scale)
+
+
 def detect(
     volume: np.ndarray,
     params: DetectParams | None = None,
@@ -609,7 +311,9 @@ def detect(
 ) -> Detection:
     """Detect the spots of one region volume and return them with diagnostics.
 
-    volume: shape (n_omega, n1, n2), real, all finite (ValueError otherwise).
+    volume: shape (n_omega, n1, n2), real; NaN marks a masked voxel, an
+        infinite value is a ValueError. Every other volume gives a result
+        (a volume without a measured voxel gives no spots).
     axes: names of the two frame axes (features are keyed "omega", *axes).
     origin, step: optional per-axis physical origin/step (degrees), keyed by
         axis name, for the ``physical`` features.
@@ -618,32 +322,46 @@ def detect(
     names = axis_names(axes)
     arr = validate_volume(volume)
     shape = arr.shape
-    background = estimate_background(arr, params.background)
-    resid = arr.astype(np.float64) - background.level
+    measured = ~np.isnan(arr)
+    n_masked = arr.size - int(np.count_nonzero(measured))
+    data = arr.astype(np.float64) if n_masked == 0 else np.where(measured, arr, 0.0)
+    if n_masked == arr.size:
+        nothing = Background(0.0, 0.0, np.zeros(shape, dtype=bool))
+        return Detection([], nothing, 0.0, 0.0, np.zeros(shape, dtype=np.int32), n_masked)
+    usable = None if n_masked == 0 else measured
+    background = estimate_background(data, params.background, measured=usable)
+    scale = max(float(np.max(np.abs(data))), 1e-300)
+    raw_noise = _floor(background.noise, scale)
+    resid = data - background.level
+    if usable is not None:
+        resid[~measured] = 0.0
+    zingers = hot_pixels = 0
+    if params.zinger_ratio > 0:
+        cut = max(
+            params.threshold_sigma * raw_noise,
+            params.zinger_ratio * raw_noise,
+            params.threshold_abs,
+        )
+        artifacts = find_artifacts(resid, cut, params.zinger_ratio)
+        if artifacts.zingers or artifacts.hot_pixels:
+            zingers, hot_pixels = artifacts.zingers, artifacts.hot_pixels
+            measured = measured & ~artifacts.voxels
+            usable = measured
+            log.debug("masked %d zinger hits and %d hot pixels", zingers, hot_pixels)
+    if usable is not None:
+        resid = inpaint(resid, measured)
     gain_map: np.ndarray | None = None
     if params.smoothing_sigma > 0:
-        det = ndimage.gaussian_filter(resid, params.smoothing_sigma, mode="nearest")
-        # Near the faces the filter reuses edge voxels, so the smoothed noise is
-        # larger there (x1.5 in a corner at sigma 1.5): measure the noise in
-        # units of the local noise gain and threshold against gain x noise.
-        gain_map = _smoothing_noise_gain(shape, params.smoothing_sigma)
-        # Level again after smoothing: for skewed (counting) noise the smoothed
-        # background sits at the mean, not at the raw median.
-        det_level, z_noise, _ = _median_mad((det / gain_map)[background.is_background])
-        det -= det_level * gain_map
-        interior = float(np.min(gain_map))
-        noise = z_noise * interior
-        gain_map = gain_map / interior
+        det, noise, gain_map = _smoothed(resid, background, measured, params.smoothing_sigma)
     else:
         det = resid
-        noise = background.noise
-    # Zero noise (constant or noise-free volume): floor at the float resolution
-    # of the data so that rounding dust is not a spot; threshold_abs is the real
-    # control for such data.
-    scale = max(float(np.max(np.abs(arr))), 1e-300)
-    noise = max(noise, float(np.finfo(arr.dtype).eps) * scale)
+        noise = raw_noise
+    noise = _floor(noise, scale)
     threshold = max(params.threshold_sigma * noise, params.threshold_abs)
-    empty = Detection([], background, noise, threshold, np.zeros(shape, dtype=np.int32))
+
+    def empty() -> Detection:
+        labels = np.zeros(shape, dtype=np.int32)
+        return Detection([], background, noise, threshold, labels, n_masked, zingers, hot_pixels)
 
     structure = ndimage.generate_binary_structure(3, params.connectivity)
     above = det > (threshold if gain_map is None else threshold * gain_map)
@@ -652,29 +370,39 @@ def detect(
         params.smoothing_sigma
     )
     if n == 0 and not faint:
-        return empty
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    sizes[0] = 0
+        return empty()
+    sizes = _measured_sizes(labels, n, measured, usable is not None)
     keep = sizes >= params.min_voxels
     if not keep.any() and not faint:
-        return empty
+        return empty()
     lut = np.zeros(n + 1, dtype=np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     labels = lut[labels]
     n = int(keep.sum())
 
     if params.split and n > 0:
-        shot = params.gain * _kernel_sum_of_squares(params.smoothing_sigma)
-        rule = _DepthRule(params.split_min_prominence, params.split_min_depth_sigma, noise, shot)
-        labels, n = _split_all(labels, n, det, structure, threshold, rule, params.min_voxels)
+        shot = params.gain * kernel_sum_of_squares(params.smoothing_sigma)
+        rule = DepthRule(params.split_min_prominence, params.split_min_depth_sigma, noise, shot)
+        labels, n = split_all(labels, n, det, structure, threshold, rule, params.min_voxels)
+
+    if params.zinger_ratio > 0 and n > 0:
+        hits, zapped = zinger_pieces(labels, n, resid, params.zinger_ratio)
+        if hits.any():
+            measured = measured & ~zapped
+            usable = measured
+            resid = inpaint(resid, measured)
+            zingers += int(np.count_nonzero(hits))
+            lut = np.zeros(n + 1, dtype=np.int32)
+            lut[~hits] = np.arange(int(np.count_nonzero(~hits)), dtype=np.int32)
+            labels, n = lut[labels], int(np.count_nonzero(~hits[1:]))
 
     if faint:
         labels, n, faint_above = _faint_pass(
-            resid, background, labels, n, params, structure, det, threshold
+            resid, background, measured, labels, n, params, structure, det, threshold
         )
         above = above | faint_above
         if n == 0:
-            return empty
+            return empty()
 
     if n > params.max_spots:
         brightness = ndimage.sum_labels(det, labels, index=np.arange(1, n + 1))
@@ -694,17 +422,26 @@ def detect(
     region = _grow(labels, params.integration_margin, boxes)
     # Second background pass without the spots (see estimate_background).
     background = estimate_background(
-        arr,
+        data,
         params.background,
+        measured=usable,
         exclude=(region > 0) | above,
         start=background,
     )
-    resid = arr.astype(np.float64) - background.level
-    raw_noise = max(background.noise, float(np.finfo(arr.dtype).eps) * scale)
+    resid = data - background.level
+    if usable is not None:
+        resid[~measured] = 0.0
+        resid = inpaint(resid, measured)
+    raw_noise = _floor(background.noise, scale)
     moments = label_moments(region, resid, n)
     n_voxels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    peaks = _label_maxima(resid, labels, n)
+    peaks = label_maxima(resid, labels, n)
     bboxes = np.array([[(s.start, s.stop - 1) for s in box] for box in boxes], dtype=np.int64)
+    unmeasured = (
+        np.zeros(n, dtype=np.int64)
+        if usable is None
+        else np.bincount(region[~measured], minlength=n + 1)[1:]
+    )
 
     good = moments.total > 0
     if not good.all():
@@ -726,6 +463,7 @@ def detect(
         step=step,
         position_errors=centre_errors(moments.spread[ids], moments.total[ids], raw_noise),
         intensity_errors=raw_noise * np.sqrt(moments.count[ids]),
+        masked_voxels=unmeasured[ids],
     )
     lut = np.zeros(n + 1, dtype=np.int32)
     lut[ids + 1] = np.arange(1, ids.size + 1, dtype=np.int32)
@@ -735,16 +473,40 @@ def detect(
         noise=noise,
         threshold=threshold,
         labels=lut[labels],
+        masked_voxels=n_masked,
+        zingers=zingers,
+        hot_pixels=hot_pixels,
     )
 
 
+def _measured_sizes(labels: np.ndarray, n: int, measured: np.ndarray, masked: bool) -> np.ndarray:
+    """Measured voxels per label 0..n (label 0 counted as 0): masked voxels never make a spot."""
+    lab = labels[measured] if masked else labels.ravel()
+    sizes = np.bincount(lab, minlength=n + 1)
+    sizes[0] = 0
+    return sizes
+
+
 def _smoothed(
-    resid: np.ndarray, background: Background, sigma: float
+    resid: np.ndarray, background: Background, measured: np.ndarray, sigma: float
 ) -> tuple[np.ndarray, float, np.ndarray]:
-    """Smoothed residual, its interior noise and the per-voxel noise gain (see `detect`)."""
+    """Smoothed residual, its interior noise and the per-voxel noise gain.
+
+    Near the faces the filter reuses edge voxels, so the smoothed noise is
+    larger there (x1.5 in a corner at sigma 1.5): the noise is measured in
+    units of the local noise gain and the threshold is gain x noise. The level
+    is measured again after smoothing: for skewed (counting) noise the smoothed
+    background sits at the mean, not at the raw median. The noise comes from
+    the background voxels, or from every measured voxel when the final clip
+    left none (an exactly flat volume).
+    """
     det = ndimage.gaussian_filter(resid, sigma, mode="nearest")
     gain_map = _smoothing_noise_gain(resid.shape, sigma)
-    det_level, z_noise, _ = _median_mad((det / gain_map)[background.is_background])
+    scaled = det / gain_map
+    pool = scaled[background.is_background]
+    if pool.size == 0:
+        pool = scaled[measured]
+    det_level, z_noise, _ = median_mad(pool)
     det = det - det_level * gain_map
     interior = float(np.min(gain_map))
     return det, z_noise * interior, gain_map / interior
@@ -753,6 +515,7 @@ def _smoothed(
 def _faint_pass(
     resid: np.ndarray,
     background: Background,
+    measured: np.ndarray,
     labels: np.ndarray,
     n: int,
     params: DetectParams,
@@ -766,9 +529,8 @@ def _faint_pass(
     count, and the smoothed pass's above-threshold mask (kept out of the
     background re-estimate).
     """
-    det, noise, gain_map = _smoothed(resid, background, params.faint_smoothing_sigma)
-    scale = max(float(np.max(np.abs(resid))), 1e-300)
-    noise = max(noise, float(np.finfo(np.float64).eps) * scale)
+    det, noise, gain_map = _smoothed(resid, background, measured, params.faint_smoothing_sigma)
+    noise = _floor(noise, max(float(np.max(np.abs(resid))), 1e-300))
     cut = max(params.faint_threshold_sigma * noise, params.threshold_abs)
     above = det > cut * gain_map
     faint, m = ndimage.label(above, structure)
@@ -779,7 +541,7 @@ def _faint_pass(
     # replaces them (a narrow but bright spot has few voxels, yet a high peak)
     strong = np.zeros(n + 1, dtype=bool)
     if n:
-        strong[1:] = _label_maxima(main_det, labels, n) >= _MARGINAL_PEAK * main_threshold
+        strong[1:] = label_maxima(main_det, labels, n) >= _MARGINAL_PEAK * main_threshold
     strong_labels = np.where(strong[labels], labels, 0)
     claimed = _grow(
         strong_labels, params.integration_margin, ndimage.find_objects(strong_labels, max_label=n)
@@ -791,7 +553,7 @@ def _faint_pass(
     both = (faint > 0) & (labels > 0)
     keys = np.unique(faint[both].astype(np.int64) * (n + 1) + labels[both])
     touched |= np.bincount(keys // (n + 1), minlength=m + 1) >= 2
-    sizes = np.bincount(faint.ravel(), minlength=m + 1)
+    sizes = _measured_sizes(faint, m, measured, not measured.all())
     new = np.flatnonzero(~touched & (sizes >= params.min_voxels))
     new = new[new > 0]
     if new.size == 0:
@@ -812,41 +574,6 @@ def _faint_pass(
     return out, kept + int(new.size), above
 
 
-def _split_all(
-    labels: np.ndarray,
-    n: int,
-    det: np.ndarray,
-    structure: np.ndarray,
-    threshold: float,
-    depth_rule: _DepthRule,
-    min_voxels: int,
-) -> tuple[np.ndarray, int]:
-    """Split every component that shows two or more significant maxima; relabel 1..n'."""
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    # A secondary maximum is lower than the top, so a component whose top could
-    # not be a deep enough maximum cannot split: skip it without looking.
-    tops = np.concatenate([[0.0], _label_maxima(det, labels, n)])
-    depth = depth_rule(tops)
-    boxes = ndimage.find_objects(labels, max_label=n)
-    out = labels.copy()
-    next_label = n + 1
-    for lab in range(1, n + 1):
-        if sizes[lab] < 2 * min_voxels or tops[lab] - depth[lab] <= threshold:
-            continue
-        box = boxes[lab - 1]
-        comp = labels[box] == lab
-        parts = _split_component(det[box], comp, structure, threshold, depth_rule, min_voxels)
-        if parts is None:
-            continue
-        m = int(parts.max())
-        # Part 1 keeps the component's label; the others get new ones.
-        new_ids = np.concatenate([[0, lab], np.arange(next_label, next_label + m - 1)])
-        view = out[box]
-        view[comp] = new_ids[parts[comp]]
-        next_label += m - 1
-    return out, next_label - 1
-
-
 def detect_spots(
     volume: np.ndarray,
     params: DetectParams | None = None,
@@ -858,8 +585,8 @@ def detect_spots(
     """The spots of one region volume, brightest first (see `detect` for details).
 
     volume: shape (n_omega, n1, n2) in window order (omega wrap is already
-    resolved by the volume assembly, so none is handled here). Raises
-    ValueError for an empty, non-3D or non-finite volume; a constant volume has
-    zero noise and no spots.
+    resolved by the volume assembly, so none is handled here); NaN marks a
+    masked voxel. Raises ValueError for an empty, non-3D or non-real volume or
+    one with infinite values; a constant volume has zero noise and no spots.
     """
     return detect(volume, params, axes, origin=origin, step=step).spots

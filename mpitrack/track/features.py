@@ -190,6 +190,7 @@ def build_spots(
     step: Mapping[str, float] | None = None,
     position_errors: np.ndarray | None = None,
     intensity_errors: np.ndarray | None = None,
+    masked_voxels: np.ndarray | None = None,
 ) -> list[Spot]:
     """Spots with numeric pieces and named features, n at a time.
 
@@ -205,11 +206,13 @@ def build_spots(
         those units (position = origin + step * voxel, no modulo 360).
     position_errors (n, 3), intensity_errors (n,): standard errors from the
         background noise (see `centre_errors`), stored when given.
+    masked_voxels (n,): voxels of each spot's integration region without a
+        measurement (their values are interpolated), stored when given.
 
     Feature keys: position, intensity, peak, n_voxels, bbox, bbox_size,
     bbox_centre, sigma, fwhm, covariance (PSD, nested lists), principal_variances
     (descending), principal_axes (unit rows), touches_boundary, and optionally
-    peak_snr, position_error, intensity_error and physical. The batch does the
+    peak_snr, position_error, intensity_error, masked_voxels and physical. The batch does the
     linear algebra for all spots in one call; per spot only the dict is
     assembled (this is on the tracker's per-job critical path).
     """
@@ -267,6 +270,9 @@ def build_spots(
         ierr = np.asarray(intensity_errors, dtype=np.float64).reshape(n)
         _check_finite("intensity error", ierr)
         ierr_l = ierr.tolist()
+    masked_l = (
+        None if masked_voxels is None else np.asarray(masked_voxels).reshape(n).astype(int).tolist()
+    )
     a0, a1, a2 = names
     spots = []
     for i in range(n):
@@ -297,6 +303,8 @@ def build_spots(
             features["position_error"] = {a0: pe[0], a1: pe[1], a2: pe[2]}
         if ierr_l is not None:
             features["intensity_error"] = ierr_l[i]
+        if masked_l is not None:
+            features["masked_voxels"] = masked_l[i]
         if phys_l is not None:
             pp, ps, pf = phys_l[0][i], phys_l[1][i], phys_l[2][i]
             features["physical"] = {
@@ -312,6 +320,8 @@ def build_spots(
                 peak=peak_l[i],
                 n_voxels=nvox_l[i],
                 features=features,
+                position_error=None if perr_l is None else perr[i].copy(),
+                intensity_error=None if ierr_l is None else ierr_l[i],
             )
         )
     return spots

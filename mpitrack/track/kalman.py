@@ -82,21 +82,20 @@ def gate_threshold(probability: float, dim: int = DIM) -> float:
     return float(chi2.ppf(probability, dim))
 
 
-def innovations(
-    xp: np.ndarray, pp: np.ndarray, z: np.ndarray, r: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Squared Mahalanobis distances and log-likelihoods for every (leaf, spot) pair.
+def pair_innovations(
+    xp: np.ndarray, pp: np.ndarray, z: np.ndarray, r: np.ndarray, li: np.ndarray, sj: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared Mahalanobis distances and log-likelihoods of (leaf li[k], spot sj[k]) pairs.
 
-    xp (L, 6), pp (L, 6, 6), z (n, 3), r (n, 3, 3) -> d2 (L, n), loglik (L, n),
-    s (L, n, 3, 3).
+    xp (L, 6), pp (L, 6, 6), z (n, 3), r (n, 3, 3), li and sj (K,) -> d2 (K,),
+    loglik (K,): log N(z - predicted centre; 0, P + R).
     """
-    nu = z[None, :, :] - xp[:, None, :DIM]
-    s = pp[:, None, :DIM, :DIM] + r[None, :, :, :]
+    nu = z[sj] - xp[li, :DIM]
+    s = pp[li, :DIM, :DIM] + r[sj]
     sol = np.linalg.solve(s, nu[..., None])[..., 0]
-    d2 = np.einsum("lni,lni->ln", nu, sol)
+    d2 = np.einsum("ki,ki->k", nu, sol)
     _, logdet = np.linalg.slogdet(s)
-    loglik = -0.5 * (d2 + logdet + DIM * _LOG_2PI)
-    return d2, loglik, s
+    return d2, -0.5 * (d2 + logdet + DIM * _LOG_2PI)
 
 
 def update(

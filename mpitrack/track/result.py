@@ -44,3 +44,14 @@ class StepResult:
     scan: int
     first_open_scan: int
     rows: tuple[TrackRow, ...]
+
+
+def apply_step(rows: dict[tuple[int, int], TrackRow], result: StepResult) -> None:
+    """What storage does with a step, on a dict keyed (track_id, scan).
+
+    The rows of scans first_open_scan..scan are replaced by the step's rows,
+    so the dict holds every scan's last answer, as the database does.
+    """
+    for key in [k for k in rows if k[1] >= result.first_open_scan]:
+        del rows[key]
+    rows.update({(r.track_id, r.scan): r for r in result.rows})

@@ -1,8 +1,9 @@
 """The contract between detection and tracking.
 
 Detection (detect.py + features.py) turns one region volume into a list of `Spot`;
-the MHT (mht.py) consumes only the attributes defined here, so either side can
-change its internals without touching the other.
+the MHT (track/mht/) consumes only the typed attributes defined here, never the
+``features`` dict (that is for storage), so either side can change its
+internals without touching the other.
 
 Coordinates are region-local voxel units in the order (omega, axis1, axis2):
 omega is the index inside the region's omega window (0 .. n_omega-1, in window
@@ -29,6 +30,10 @@ class Spot:
     n_voxels: number of voxels in the spot's mask.
     features: JSON-ready named features (nested dicts keyed by axis name, plain
         floats and ints, no NaN); stored as the measurement's JSONB.
+    position_error: standard error of the centre per axis, shape (3,), from
+        the background noise (None: unknown; the tracker then derives the
+        centroid noise from covariance / intensity).
+    intensity_error: standard error of the integrated intensity (None: unknown).
     """
 
     position: np.ndarray
@@ -37,3 +42,5 @@ class Spot:
     peak: float
     n_voxels: int
     features: dict[str, Any] = field(default_factory=dict)
+    position_error: np.ndarray | None = None
+    intensity_error: float | None = None

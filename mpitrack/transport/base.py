@@ -4,13 +4,18 @@ A link is the only thing a role loop knows about its peers; the loops never
 import mpi4py or redis. Messages are small frozen dataclasses; over MPI they
 are pickled, which is fine inside one MPI job (nothing from Redis, files or
 the network is ever unpickled: the Redis transport encodes them as JSON).
+A job may carry its region's volume (in-memory fan-out of detector frames,
+docs/detector.md): over MPI that is a buffer send of the array after the job,
+never pickled; the Redis links carry none (process mode reads frame files).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
 
 from mpitrack.schedule import Job
 
@@ -27,7 +32,8 @@ class JobReport:
     """The outcome of one job.
 
     seconds: wall time of the whole job on the worker (load, track, commit);
-    compute_seconds: the tracker's part of it.
+    compute_seconds: the tracker's part of it;
+    rejected: what detection refused (zingers, hot_pixels, masked_voxels).
     """
 
     worker: int
@@ -38,6 +44,7 @@ class JobReport:
     compute_seconds: float = 0.0
     error: str | None = None
     file: str | None = None
+    rejected: dict[str, int] = field(default_factory=dict)
 
 
 WorkerMessage = JobRequest | JobReport
@@ -53,7 +60,9 @@ class DispatcherLink(Protocol):
         """Messages from workers, waiting up to ``timeout`` seconds for the first one."""
         ...
 
-    def send_job(self, worker: int, job: Job) -> None: ...
+    def send_job(self, worker: int, job: Job, volume: np.ndarray | None = None) -> None:
+        """Hand ``job`` to ``worker``, with its volume when rank 0 cut it in memory."""
+        ...
 
     def send_stop(self, worker: int) -> None: ...
 
@@ -69,6 +78,11 @@ class DispatcherLink(Protocol):
 class WorkerLink(Protocol):
     def next_job(self) -> Job | None:
         """Ask for work and wait; None means stop."""
+        ...
+
+    def volume(self) -> np.ndarray | None:
+        """The volume that came with the job ``next_job`` returned last; None: the
+        worker loads the job's frames from files."""
         ...
 
     def report(self, report: JobReport) -> None: ...

@@ -9,15 +9,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from mpitrack.schedule import Job
 from mpitrack.transport.base import JobReport, JobRequest, WorkerMessage
 
+# The worker id of the one in-process worker.
 LOCAL_WORKER = 1
 
 
 class LocalLink:
     def __init__(
-        self, run_job: Callable[[Job], JobReport], stats: Callable[[int], None] | None
+        self,
+        run_job: Callable[[Job, np.ndarray | None], JobReport],
+        stats: Callable[[int], None] | None,
     ) -> None:
         self.run_job = run_job
         self.stats = stats
@@ -33,8 +38,8 @@ class LocalLink:
         messages, self._queue = self._queue, []
         return messages
 
-    def send_job(self, worker: int, job: Job) -> None:
-        self._queue.append(self.run_job(job))
+    def send_job(self, worker: int, job: Job, volume: np.ndarray | None = None) -> None:
+        self._queue.append(self.run_job(job, volume))
         self._queue.append(JobRequest(LOCAL_WORKER))
 
     def send_stop(self, worker: int) -> None:

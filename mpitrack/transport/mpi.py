@@ -8,24 +8,45 @@ rank that has waited microseconds sleeps 50 us, so ping-pong stays fast; one
 idle for long wakes 50 times a second and uses well under 1% of a core.
 (A plain doubling backoff feeds back on itself: each side's reply is late
 because the other side's sleep had grown, and both settle at the cap.)
+
+A job with a volume (in-memory fan-out of detector frames) is two messages:
+the pickled `VolumeJob` header (our own dataclass: job, shape, dtype), then the
+array itself as a buffer (``Isend``/``Recv``, never pickled). Rank 0 does not
+wait for the transfer: it keeps the array until the send completes and checks
+its sends whenever it receives; the worker receives the array straight into
+its own buffer right after the header (the transfer is already under way, so
+that blocking receive is short).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 from mpi4py import MPI
 
 from mpitrack.schedule import Job
 from mpitrack.transport.base import JobReport, JobRequest, WorkerMessage
 
+# MPI message tags: what a message is (a job request, a report, a job, stop, a
+# complete scan for the statistics rank).
 TAG_REQUEST = 1
 TAG_REPORT = 2
 TAG_JOB = 3
 TAG_STOP = 4
 TAG_SCAN = 5
+TAG_VOLUME = 6
 
+
+@dataclass(frozen=True)
+class VolumeJob:
+    """The header of a job whose volume follows as a buffer message (TAG_VOLUME)."""
+
+    job: Job
+    shape: tuple[int, ...]
+    dtype: str
 
 
 class Backoff:
@@ -71,6 +92,7 @@ class MPIDispatcherLink:
         self.local_stats = local_stats
         self._status = MPI.Status()
         self._backoff = Backoff()  # reset by every message: busy means responsive
+        self._sending: list[tuple[MPI.Request, np.ndarray]] = []  # volumes on their way
 
     @property
     def workers(self) -> Sequence[int]:
@@ -80,6 +102,7 @@ class MPIDispatcherLink:
         deadline = time.monotonic() + timeout
         messages: list[WorkerMessage] = []
         while True:
+            self._sent()
             while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=self._status):
                 source, tag = self._status.Get_source(), self._status.Get_tag()
                 message = self.comm.recv(source=source, tag=tag)
@@ -93,8 +116,23 @@ class MPIDispatcherLink:
                 return messages
             self._backoff.sleep()
 
-    def send_job(self, worker: int, job: Job) -> None:
-        self.comm.send(job, dest=worker, tag=TAG_JOB)
+    def send_job(self, worker: int, job: Job, volume: np.ndarray | None = None) -> None:
+        if volume is None:
+            self.comm.send(job, dest=worker, tag=TAG_JOB)
+            return
+        volume = np.ascontiguousarray(volume)
+        header = VolumeJob(job, tuple(volume.shape), volume.dtype.str)
+        self.comm.send(header, dest=worker, tag=TAG_JOB)
+        self._sending.append((self.comm.Isend(volume, dest=worker, tag=TAG_VOLUME), volume))
+
+    def _sent(self) -> None:
+        """Let go of the volumes whose sends completed."""
+        if self._sending:
+            self._sending = [(r, v) for r, v in self._sending if not r.Test()]
+
+    @property
+    def volumes_in_flight(self) -> int:
+        return len(self._sending)
 
     def send_stop(self, worker: int) -> None:
         self.comm.send(None, dest=worker, tag=TAG_STOP)
@@ -106,6 +144,8 @@ class MPIDispatcherLink:
             self.local_stats(scan)
 
     def close(self) -> None:
+        MPI.Request.Waitall([r for r, _ in self._sending])
+        self._sending.clear()
         if self.stats_rank is not None:
             self.comm.send(None, dest=self.stats_rank, tag=TAG_STOP)
 
@@ -116,13 +156,25 @@ class MPIWorkerLink:
         self.dispatcher = dispatcher
         self.rank = comm.Get_rank()
         self._status = MPI.Status()
+        self._volume: np.ndarray | None = None
 
     def next_job(self) -> Job | None:
+        self._volume = None
         self.comm.send(JobRequest(self.rank), dest=self.dispatcher, tag=TAG_REQUEST)
         wait_for_message(self.comm, self.dispatcher, self._status)
         tag = self._status.Get_tag()
         message = self.comm.recv(source=self.dispatcher, tag=tag)
-        return message if tag == TAG_JOB else None
+        if tag != TAG_JOB:
+            return None
+        if isinstance(message, VolumeJob):
+            volume = np.empty(message.shape, dtype=np.dtype(message.dtype))
+            self.comm.Recv(volume, source=self.dispatcher, tag=TAG_VOLUME)
+            self._volume = volume
+            return message.job
+        return message
+
+    def volume(self) -> np.ndarray | None:
+        return self._volume
 
     def report(self, report: JobReport) -> None:
         self.comm.send(report, dest=self.dispatcher, tag=TAG_REPORT)

@@ -27,8 +27,8 @@ from test_run import (  # the MPI end-to-end helpers, beside this file
     simulate,
 )
 
+from mpitrack.redis_keys import GROUP, RedisKeys
 from mpitrack.services import EmbeddedRedis
-from mpitrack.transport.redis import GROUP, Keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -46,10 +46,13 @@ class Processes:
         self.work_args = work_args
         self.dispatch_args: tuple[str, ...] = ()
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.started: dict[str, int] = {}
         logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, role: str) -> subprocess.Popen:
-        name = f"{role}{sum(r == role for r, _ in self.procs) + 1}"
+        """Start one more ``role`` process, logging to ``<role><n>.log`` (n counts from 1)."""
+        self.started[role] = self.started.get(role, 0) + 1
+        name = f"{role}{self.started[role]}"
         extra = {"work": self.work_args, "dispatch": self.dispatch_args}.get(role, ())
         out = (self.logs / f"{name}.log").open("w")
         proc = subprocess.Popen(
@@ -151,7 +154,7 @@ def reference(experiment: Path, postgres_server_url: str, redis_server_url: str,
     env = process_env(url, redis_server_url, "pm-reference", tmp_path_factory.mktemp("ref"))
     result = run_mpitrack(experiment, 3, env)
     assert result.returncode == 0, result.stderr
-    expected = rows(url)
+    expected = rows(url, "pm-reference")
     assert expected
     return expected
 
@@ -169,12 +172,12 @@ def test_two_worker_processes_give_the_mpi_rows(
             procs.all_logs()
         )
         assert "24 jobs committed, 0 failed" in procs.log("dispatch1")
-    assert rows(url) == reference
-    assert query(url, "SELECT count(*) FROM scan_stats") == [(6,)]
+    assert rows(url, "pm-two") == reference
+    assert query(url, "pm-two", "SELECT count(*) FROM scan_stats") == [(6,)]
     assert_never_two_jobs_in_flight(job_events(workdir))
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = Keys("pm-two")
+        keys = RedisKeys("pm-two")
         assert client.xlen(keys.dead) == 0
         assert client.xpending(keys.jobs, GROUP)["pending"] == 0
     finally:
@@ -187,10 +190,12 @@ def test_a_worker_killed_mid_job_has_its_job_reclaimed(
     url = make_database(postgres_server_url, "pm_kill")
     workdir = tmp_path / "work"
     env = process_env(url, redis_url, "pm-kill", workdir)
-    keys = Keys("pm-kill")
+    keys = RedisKeys("pm-kill")
     client = redis.Redis.from_url(redis_url)
     try:
-        with processes(experiment, env, tmp_path / "logs", "--lease", "1") as procs:
+        # A lease of 5 s: only the kill can let it expire (the survivor's heartbeat,
+        # every 1.7 s, would have to be 3 s late), and the reclaim costs 5 s.
+        with processes(experiment, env, tmp_path / "logs", "--lease", "5") as procs:
             procs.start_all()
             victim = procs.role("work")[0]
             consumer = f"{socket.gethostname()}-{victim.pid}"
@@ -203,7 +208,18 @@ def test_a_worker_killed_mid_job_has_its_job_reclaimed(
                     )
                 return False
 
-            wait_for(victim_holds_a_job, "the first worker to take a job", procs)
+            def stopped_holding_a_job() -> bool:
+                """Freeze the victim while it holds a job (it may finish the job it was
+                seen with before it is frozen: then let it go on and look again)."""
+                if not victim_holds_a_job():
+                    return False
+                victim.send_signal(signal.SIGSTOP)
+                if victim_holds_a_job():
+                    return True
+                victim.send_signal(signal.SIGCONT)
+                return False
+
+            wait_for(stopped_holding_a_job, "the first worker to take a job", procs)
             os.kill(victim.pid, signal.SIGKILL)
             held = client.xpending_range(keys.jobs, GROUP, "-", "+", 10, consumername=consumer)
             assert held, "the killed worker held no job: nothing was tested"
@@ -219,7 +235,7 @@ def test_a_worker_killed_mid_job_has_its_job_reclaimed(
         assert client.xlen(keys.dead) == 0
     finally:
         client.close()
-    assert rows(url) == reference
+    assert rows(url, "pm-kill") == reference
     assert_never_two_jobs_in_flight(job_events(workdir))
 
 
@@ -247,8 +263,8 @@ def test_processes_ride_out_a_redis_restart(
             assert "24 jobs committed, 0 failed" in procs.log("dispatch1")
     finally:
         server.stop()
-    assert rows(url) == reference
-    assert query(url, "SELECT count(*) FROM scan_stats") == [(6,)]
+    assert rows(url, "pm-restart") == reference
+    assert query(url, "pm-restart", "SELECT count(*) FROM scan_stats") == [(6,)]
 
 
 def test_a_poisoned_frame_lands_in_the_dead_letter_stream_and_the_rest_finishes(
@@ -282,7 +298,7 @@ def test_a_poisoned_frame_lands_in_the_dead_letter_stream_and_the_rest_finishes(
         assert bad.name in procs.log("dispatch1")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        dead = client.xrange(Keys("pm-poison").dead)
+        dead = client.xrange(RedisKeys("pm-poison").dead)
     finally:
         client.close()
     assert len(dead) == 1
@@ -290,8 +306,12 @@ def test_a_poisoned_frame_lands_in_the_dead_letter_stream_and_the_rest_finishes(
     assert fields["file"] == str(bad) and fields["attempts"] == "2"
     assert '"region": 1, "scan": 2' in fields["data"]
     assert query(
-        url, "SELECT region_id, scan_number, attempt, file FROM job_failures ORDER BY attempt"
+        url,
+        "pm-poison",
+        "SELECT region_id, scan_number, attempt, file FROM job_failures ORDER BY attempt",
     ) == [(1, 2, 1, str(bad)), (1, 2, 2, str(bad))]
     assert query(
-        url, "SELECT region_id, scan_number FROM tracker_checkpoints ORDER BY region_id"
+        url,
+        "pm-poison",
+        "SELECT region_id, scan_number FROM tracker_checkpoints ORDER BY region_id",
     ) == [(0, 3), (1, 3), (2, 3)]

@@ -19,7 +19,15 @@ pytestmark = pytest.mark.integration
 MPITRACK = str(Path(sys.executable).parent / "mpitrack")
 
 
-def test_database_and_export_give_the_same_scores(database_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def run_name() -> str:
+    """The simulated experiment's run name: evaluate reads that experiment."""
+    return "sim"
+
+
+def test_database_and_export_give_the_same_scores(
+    database_url: str, run_name: str, tmp_path: Path
+) -> None:
     out = tmp_path / "exp"
     subprocess.run(
         [
@@ -41,7 +49,7 @@ def test_database_and_export_give_the_same_scores(database_url: str, tmp_path: P
     truth = read_truth(out / "truth.json")
     # Tracker output = the ground truth itself, written through the real commit path.
     export = tmp_path / "rows.jsonl"
-    with store.connect(database_url, retries=0) as conn, export.open("w") as fh:
+    with store.connect(database_url, run_name, retries=0) as conn, export.open("w") as fh:
         store.ensure_regions(conn, [(r.id, "") for r in truth.regions])
         writer = store.JobWriter(conn)
         for region in truth.regions:
@@ -77,6 +85,7 @@ def test_database_and_export_give_the_same_scores(database_url: str, tmp_path: P
                         + "\n"
                     )
         from_db = read_database(conn, ("eta", "tth"))
+
     def key(d: object) -> tuple:
         return (d.region_id, d.scan, d.object_id)  # type: ignore[attr-defined]
 

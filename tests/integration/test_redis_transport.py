@@ -11,23 +11,20 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from mpitrack.redis_client import connect
+from mpitrack.redis_keys import GROUP, RedisKeys
 from mpitrack.schedule import Job
 from mpitrack.transport.base import JobReport, JobRequest
-from mpitrack.transport.redis import (
-    GROUP,
-    DispatcherReplaced,
-    Keys,
-    RedisDispatcherLink,
-    RedisStatsLink,
-    RedisWorkerLink,
-    connect,
-    decode_job,
-    encode_job,
-)
+from mpitrack.transport.redis import DispatcherReplaced, RedisDispatcherLink, RedisStatsLink
+from mpitrack.transport.redis_streams import decode_job, encode_job
+from mpitrack.transport.redis_worker import RedisWorkerLink
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-KEYS = Keys("transport")
+KEYS = RedisKeys("transport")
+# A lease for the tests where a lease must hold: its heartbeat (every third of it)
+# would have to be late by two thirds of a second before anything could reclaim it.
+HELD_LEASE = 1.0
 
 
 @pytest.fixture
@@ -86,10 +83,13 @@ def test_messages_are_json_and_malformed_jobs_go_to_the_dead_letter_stream(
         decode_job({"data": json.dumps({"id": "x", "region": "1", "scan": 2})})
     start_dispatcher(client)
     client.xadd(KEYS.jobs, {"data": b"\x80\x04\x95 not json"})
-    worker = worker_link(client, "w1", exit_when_finished=False)
-    stop = threading.Event()
-    threading.Timer(1.0, stop.set).start()
-    worker.stop_requested = stop.is_set
+    deadline = time.monotonic() + 30
+    worker = worker_link(
+        client,
+        "w1",
+        exit_when_finished=False,
+        stop_requested=lambda: client.xlen(KEYS.dead) > 0 or time.monotonic() > deadline,
+    )
     assert worker.next_job() is None
     dead = client.xrange(KEYS.dead)
     assert len(dead) == 1 and b"malformed job" in dead[0][1][b"error"]
@@ -109,9 +109,8 @@ def test_a_dead_workers_job_is_reclaimed_and_reported_once(client: redis.Redis) 
     survivor.report(JobReport(survivor.worker, job, ok=True, rows=1))
     # The first worker was only stalled: it finishes too and reports the same dispatch.
     dead_worker.report(JobReport(dead_worker.worker, job, ok=True, rows=0))
-    got = receive_until(dispatcher, lambda m: len(m) >= 2)
-    time.sleep(0.2)
-    got.extend(dispatcher.receive(0.05))
+    # Both reports are in the events stream: receive until the second was seen.
+    got = receive_until(dispatcher, lambda m: len(m) >= 2 and dispatcher.duplicates >= 1)
     assert reports(got) == [JobReport(1, job, ok=True, rows=1)]
     assert dispatcher.duplicates == 1
     assert client.xpending(KEYS.jobs, GROUP)["pending"] == 0
@@ -121,12 +120,27 @@ def test_a_running_job_keeps_its_lease(client: redis.Redis) -> None:
     dispatcher = start_dispatcher(client)
     job = Job(0, 0, None)
     dispatcher.send_job(1, job)
-    busy = worker_link(client, "busy", lease=0.3)
+    busy = worker_link(client, "busy", lease=HELD_LEASE)
     assert busy.next_job() == job
-    other = worker_link(client, "other", lease=0.3, exit_when_finished=False)
-    # Three leases long, the other worker must never get the job.
-    deadline = time.monotonic() + 0.9
-    other.stop_requested = lambda: time.monotonic() > deadline
+    started = time.monotonic()
+    refreshes, last_idle = 0, 0
+
+    def outlived_two_leases_with_refreshes() -> bool:
+        nonlocal refreshes, last_idle
+        (pending,) = client.xpending_range(KEYS.jobs, GROUP, "-", "+", 10)
+        idle = pending["time_since_delivered"]
+        refreshes += idle < last_idle
+        last_idle = idle
+        return refreshes >= 3 and time.monotonic() - started > 2 * HELD_LEASE
+
+    # The other worker polls for expired leases all along; it must never get the job.
+    other = worker_link(
+        client,
+        "other",
+        lease=HELD_LEASE,
+        exit_when_finished=False,
+        stop_requested=outlived_two_leases_with_refreshes,
+    )
     assert other.next_job() is None
     assert other.reclaimed == 0
     busy.report(JobReport(busy.worker, job, ok=True))
@@ -250,5 +264,40 @@ def test_stats_link_yields_completed_scans_then_stops_when_the_run_is_finished(
     dispatcher.close()
     assert stats.next_scan() == 2
     assert stats.next_scan() is None
-    worker = worker_link(client, "late")
-    assert worker.next_job() is None, "a worker exits once the run is finished"
+    early = worker_link(client, "early")
+    dispatcher = start_dispatcher(client)
+    dispatcher.close()
+    assert early.next_job() is None, "a worker exits once the run is finished"
+
+
+def test_a_run_ends_for_everyone_even_if_redis_lost_its_keys_just_before(
+    client: redis.Redis,
+) -> None:
+    worker = worker_link(client, "w")
+    dispatcher = start_dispatcher(client)
+    client.flushdb()  # a restart without persistence, after the dispatcher's last audit
+    dispatcher.close()
+    assert client.get(KEYS.finished) == dispatcher.epoch.encode()
+    assert worker.next_job() is None
+
+
+def test_processes_started_after_a_run_ended_wait_for_the_next_dispatcher(
+    client: redis.Redis,
+) -> None:
+    """Roles started again right after a run stopped (to resume it) must not take the
+    old run's end for theirs, or the new dispatcher would be left without workers."""
+    start_dispatcher(client).close()  # a run that ended (finished is set)
+    worker = worker_link(client, "resumed")
+    stats = RedisStatsLink(client, KEYS, block=0.05)
+    got: list = []
+    waiting = threading.Thread(target=lambda: got.append(worker.next_job()), daemon=True)
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive(), f"the worker took the old run's end for its own: {got}"
+    dispatcher = start_dispatcher(client)
+    dispatcher.scan_complete(0)
+    dispatcher.close()
+    waiting.join(10)
+    assert got == [None]
+    assert stats.next_scan() == 0
+    assert stats.next_scan() is None

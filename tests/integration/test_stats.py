@@ -11,8 +11,9 @@ import pytest
 
 from mpitrack import store
 from mpitrack.roles.stats import ScanStatistics, serve
-from mpitrack.stats import csvfile, query, report, storage
+from mpitrack.stats import csvfile, query, report, storage, synthetic
 from mpitrack.stats.summary import quantity_names
+from mpitrack.storage.postgres import PostgresStatsStore
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +49,8 @@ def _features(fwhm: float | None, track: int) -> dict:
 
 
 @pytest.fixture
-def conn(database_url: str):
-    with store.connect(database_url, retries=0) as c:
+def conn(database_url: str, run_name: str):
+    with store.connect(database_url, run_name, retries=0) as c:
         c.execute("INSERT INTO regions (region_id, description) VALUES (1, 'one'), (2, 'two')")
         c.cursor().executemany(
             "INSERT INTO tracks (region_id, track_id, first_detected_scan, last_detected_scan) "
@@ -165,7 +166,9 @@ class ListLink:
 def test_role_writes_live_then_final_report(conn: psycopg.Connection, tmp_path: Path):
     out = tmp_path / "report"
     now = [0.0]
-    stats = ScanStatistics(conn, report_dir=out, refresh_interval=100.0, clock=lambda: now[0])
+    stats = ScanStatistics(
+        PostgresStatsStore(conn), report_dir=out, refresh_interval=100.0, clock=lambda: now[0]
+    )
     assert stats(0) is not None
     page = (out / "index.html").read_text()
     assert 'http-equiv="refresh"' in page and "latest (scan 0)" in page
@@ -194,7 +197,7 @@ def test_role_writes_live_then_final_report(conn: psycopg.Connection, tmp_path: 
 
 
 def test_role_revises_the_open_window(conn: psycopg.Connection):
-    stats = ScanStatistics(conn, report=False, revise=2)
+    stats = ScanStatistics(PostgresStatsStore(conn), report=False, revise=2)
     stats(0)
     stats(1)
     # A later commit revises scan 1: the overlapping flag of track 3 is set.
@@ -208,7 +211,7 @@ def test_role_revises_the_open_window(conn: psycopg.Connection):
 
 
 def test_role_never_raises(conn: psycopg.Connection, caplog: pytest.LogCaptureFixture):
-    stats = ScanStatistics(conn, report=False)
+    stats = ScanStatistics(PostgresStatsStore(conn), report=False)
     conn.execute("DROP TABLE scan_distributions")
     conn.commit()
     with caplog.at_level(logging.ERROR):
@@ -216,3 +219,32 @@ def test_role_never_raises(conn: psycopg.Connection, caplog: pytest.LogCaptureFi
     assert "statistics for scan 1 failed" in caplog.text
     # The connection is usable afterwards.
     assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_scans_read_in_ranges_give_the_per_scan_statistics(database_url: str, run_name: str):
+    """The offline report's ranged read (compute_scans) against one compute_scan per
+    scan, on a synthetic table with births, deaths, misses and overlaps; ranges of 4
+    scans, so that a death or birth across a range's edge is counted too."""
+    with store.connect(database_url, run_name, retries=0) as conn:
+        synthetic.fill(conn, synthetic.SyntheticRun(regions=5, tracks=8, scans=11))
+        ranged = report.compute_scans(conn, range(11), AXES, save=False, scans_per_read=4)
+        assert sorted(ranged) == list(range(11))
+        assert sum(s.births for s in ranged.values() if s.scan > 0) > 0
+        assert sum(s.deaths for s in ranged.values()) > 0
+        for scan in range(11):
+            alone = query.compute_scan(conn, scan, AXES)
+            got = ranged[scan]
+            for name in ("regions", "live_tracks", "detected", "missed", "overlapping"):
+                assert getattr(got, name) == getattr(alone, name), (scan, name)
+            assert (got.births, got.deaths) == (alone.births, alone.deaths), scan
+            assert got.distributions.keys() == alone.distributions.keys()
+            for quantity, want in alone.distributions.items():
+                have = got.distributions[quantity]
+                assert have.n == want.n, (scan, quantity)
+                for field in ("mean", "p05", "p25", "p50", "p75", "p95"):
+                    assert getattr(have, field) == pytest.approx(getattr(want, field)), (
+                        scan,
+                        quantity,
+                        field,
+                    )
+            assert got.histograms == alone.histograms, scan

@@ -25,6 +25,12 @@ regions:
 
 
 @pytest.fixture
+def run_name() -> str:
+    """The config's run: the report reads that experiment."""
+    return "cli-test"
+
+
+@pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "experiment.yaml"
     path.write_text(CONFIG.format(workdir=tmp_path / "work"))
@@ -32,10 +38,14 @@ def config(tmp_path: Path) -> Path:
 
 
 def test_report_writes_files_and_csv_matches_the_database(
-    database_url: str, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    database_url: str,
+    run_name: str,
+    config: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ):
     pytest.importorskip("matplotlib")
-    with store.connect(database_url, retries=0) as conn:
+    with store.connect(database_url, run_name, retries=0) as conn:
         synthetic.fill(conn, synthetic.SyntheticRun(regions=3, tracks=4, scans=6))
     out = tmp_path / "out"
     code = main(["report", "--config", str(config), "--database-url", database_url, "-o", str(out)])
@@ -44,7 +54,7 @@ def test_report_writes_files_and_csv_matches_the_database(
     for name in ("index.html", "scan_stats.csv", "widths.png", "regions/region_2.png"):
         assert (out / name).is_file(), name
     from_csv = csvfile.read_csv(out / "scan_stats.csv")
-    with store.connect(database_url, retries=0) as conn:
+    with store.connect(database_url, run_name, retries=0) as conn:
         stored = storage.load_scan_stats(conn)
     assert [s.scan for s in from_csv] == list(range(6))
     assert from_csv == [stored[s.scan].without_extras() for s in from_csv]

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def conn(database_url: str) -> Iterator[psycopg.Connection]:
-    with store.connect(database_url, retries=0) as connection:
+def conn(database_url: str, run_name: str) -> Iterator[psycopg.Connection]:
+    with store.connect(database_url, run_name, retries=0) as connection:
         store.ensure_regions(connection, [(1, "one"), (2, "two")])
         yield connection
 
@@ -50,8 +50,8 @@ def row(track: int, scan: int, detected: bool = True, overlapping: bool = False)
     return TrackRow(track, scan, detected, overlapping, {"position": {"omega": 1.5, "eta": 2.0}})
 
 
-def test_schema_applies_twice_and_reports_version(database_url: str) -> None:
-    with store.connect(database_url, retries=0) as conn:
+def test_schema_applies_twice_and_reports_version(database_url: str, run_name: str) -> None:
+    with store.connect(database_url, run_name, retries=0) as conn:
         assert store.apply_schema(conn) == store.SCHEMA_VERSION
         assert store.apply_schema(conn) == store.SCHEMA_VERSION
         counts = store.table_counts(conn)
@@ -147,7 +147,30 @@ def test_unreachable_server_names_host_port_without_password() -> None:
     from mpitrack.errors import ServiceUnavailable
 
     with pytest.raises(ServiceUnavailable) as caught:
-        store.connect("postgresql://someone:hunter2@127.0.0.1:9/db", retries=1, backoff=0.01)
+        store.connect("postgresql://someone:hunter2@127.0.0.1:9/db", "x", retries=1, backoff=0.01)
     message = str(caught.value)
     assert "127.0.0.1:9" in message and "after 2 attempts" in message
     assert "hunter2" not in message
+
+
+def test_the_typed_feature_columns_follow_the_jsonb(conn: psycopg.Connection) -> None:
+    features = {
+        "fwhm": {"omega": 1.5, "eta": 2.5},
+        "intensity": 1234.5,
+        "principal_variances": [4.0, 1.0],
+    }
+    rows = [
+        TrackRow(1, 0, True, False, features),
+        TrackRow(2, 0, False, False, {"position": {"omega": 1.0}, "predicted": True}),
+        TrackRow(3, 0, True, False, {"intensity": "high", "principal_variances": []}),
+    ]
+    store.JobWriter(conn).commit([job(1, 0, rows)])
+    got = conn.execute(
+        "SELECT track_id, fwhm, intensity, max_variance FROM measurements ORDER BY track_id"
+    ).fetchall()
+    conn.commit()
+    assert got == [
+        (1, {"omega": 1.5, "eta": 2.5}, 1234.5, 4.0),
+        (2, None, None, None),
+        (3, None, None, None),
+    ]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from mpitrack import services
+from mpitrack import services, store
 from mpitrack.config import load_config
 from mpitrack.frames import FrameKey
 from mpitrack.registry import MemoryRegistry
@@ -60,7 +60,7 @@ class TrivialRunner:
         self.rank = rank
         self.ran: list[Job] = []
 
-    def run(self, job: Job) -> JobReport:
+    def run(self, job: Job, volume=None) -> JobReport:
         self.ran.append(job)
         return JobReport(self.rank, job, ok=True, rows=1)
 
@@ -118,8 +118,9 @@ def test_every_job_runs_exactly_once_and_scans_complete_in_order() -> None:
 def test_run_on_all_ranks_equals_a_one_process_run(shared_tmp: Path) -> None:
     from mpi4py import MPI
 
-    from mpitrack.runtime import RunOptions, run
+    from mpitrack.runtime import run
     from mpitrack.sim.writer import ExperimentSpec, simulate
+    from mpitrack.wiring import RunOptions
 
     comm = MPI.COMM_WORLD
     base = shared_tmp
@@ -139,7 +140,7 @@ def test_run_on_all_ranks_equals_a_one_process_run(shared_tmp: Path) -> None:
         for name in ("world", "self"):
             with (
                 services.resolved_services(base / name, None, None, need_redis=False) as urls,
-                psycopg.connect(urls.database_url) as conn,
+                store.connect(urls.database_url, single.run, retries=0) as conn,
             ):
                 rows[name] = conn.execute(
                     "SELECT region_id, track_id, scan_number, detected, overlapping, features "
@@ -149,3 +150,88 @@ def test_run_on_all_ranks_equals_a_one_process_run(shared_tmp: Path) -> None:
         assert rows["world"] == rows["self"]
 
     on_rank0(comm, compare_with_one_process)
+
+
+def digest(volume) -> str:
+    return hashlib.sha256(volume.tobytes()).hexdigest()
+
+
+class VolumeRunner:
+    """Records the volume each job came with (the in-memory fan-out's transport)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.got: list[tuple[int, int, tuple[int, ...], str, str]] = []
+
+    def run(self, job: Job, volume=None) -> JobReport:
+        assert volume is not None, f"job {job} came without its volume"
+        self.got.append((job.region, job.scan, volume.shape, volume.dtype.str, digest(volume)))
+        return JobReport(self.rank, job, ok=True, rows=1)
+
+
+class Volumes:
+    """A distinct volume per (region, scan), each handed out once."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[int, int]] = []
+
+    @staticmethod
+    def volume(region: int, scan: int):
+        import numpy as np
+
+        rng = np.random.default_rng(1000 * region + scan)
+        return rng.random((3, 40 + region, 50), dtype=np.float32)
+
+    def take(self, region: int, scan: int):
+        self.taken.append((region, scan))
+        return self.volume(region, scan)
+
+
+@pytest.mark.mpi(min_size=3)
+def test_each_job_arrives_with_its_own_volume_intact() -> None:
+    """Volumes go as buffer messages after the job's header (transport/mpi.py): every
+    worker gets exactly the array rank 0 cut for that (region, scan)."""
+    from mpi4py import MPI
+
+    from mpitrack.roles.stats import serve
+    from mpitrack.roles.worker import work
+    from mpitrack.runtime import Layout
+    from mpitrack.transport.mpi import MPIDispatcherLink, MPIStatsLink, MPIWorkerLink
+
+    comm = MPI.COMM_WORLD
+    layout = Layout(comm.size)
+    regions, scans = range(4), range(6)
+    got = None
+    if comm.rank == 0:
+        registry = MemoryRegistry()
+        registry.add(FrameKey(r, f, s) for r in regions for s in scans for f in range(3))
+        volumes = Volumes()
+        link = MPIDispatcherLink(comm, layout.workers, layout.stats_rank)
+        dispatcher = Dispatcher(
+            scheduler=Scheduler(regions, 0, scans[-1]),
+            registry=registry,
+            link=link,
+            windows={r: (0, 1, 2) for r in regions},
+            poll_interval=0.01,
+            volumes=volumes,
+        )
+        summary = dispatcher.run()
+        assert summary.ok and summary.jobs_done == len(regions) * len(scans)
+        assert sorted(volumes.taken) == [(r, s) for r in regions for s in scans]
+        assert link.volumes_in_flight == 0
+    elif comm.rank == layout.stats_rank:
+        serve(lambda scan: None, MPIStatsLink(comm))  # type: ignore[arg-type]
+    else:
+        runner = VolumeRunner(comm.rank)
+        work(runner, MPIWorkerLink(comm))  # type: ignore[arg-type]
+        got = runner.got
+    everything = comm.gather(got, root=0)
+    if comm.rank == 0:
+        received = sorted(item for part in everything if part for item in part)
+        expected = sorted(
+            (r, s, v.shape, v.dtype.str, digest(v))
+            for r in regions
+            for s in scans
+            for v in [Volumes.volume(r, s)]
+        )
+        assert received == expected

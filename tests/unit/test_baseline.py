@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from mpitrack import cli
 from mpitrack.track.baseline import FrameLinker, LinkerParams, export_row
 from mpitrack.track.spot import Spot
 
@@ -21,8 +22,8 @@ def ids(rows) -> dict[tuple[float, ...], int]:
 
 def test_links_moving_spots_and_keeps_identities():
     linker = FrameLinker(LinkerParams(max_distance=3.0))
-    first = linker.step(0, [spot(5, 10, 10), spot(5, 20, 20)])
-    second = linker.step(1, [spot(5, 21, 21), spot(5, 11, 11)])  # order shuffled
+    first = linker.step_spots(0, [spot(5, 10, 10), spot(5, 20, 20)]).rows
+    second = linker.step_spots(1, [spot(5, 21, 21), spot(5, 11, 11)]).rows  # order shuffled
     a, b = ids(first), ids(second)
     assert a[(5.0, 10.0, 10.0)] == b[(5.0, 11.0, 11.0)]
     assert a[(5.0, 20.0, 20.0)] == b[(5.0, 21.0, 21.0)]
@@ -35,29 +36,29 @@ def test_links_moving_spots_and_keeps_identities():
 
 def test_jump_beyond_gate_starts_a_new_track():
     linker = FrameLinker(LinkerParams(max_distance=3.0, max_missed=0))
-    (r0,) = linker.step(0, [spot(5, 10, 10)])
-    (r1,) = linker.step(1, [spot(5, 10, 14)])
+    (r0,) = linker.step_spots(0, [spot(5, 10, 10)]).rows
+    (r1,) = linker.step_spots(1, [spot(5, 10, 14)]).rows
     assert r1.track_id != r0.track_id
 
 
 def test_hungarian_prefers_the_globally_cheapest_assignment():
     # greedy would give the spot at 12 to track A (distance 2) and leave B unmatched
     linker = FrameLinker(LinkerParams(max_distance=3.0))
-    first = ids(linker.step(0, [spot(5, 10, 10), spot(5, 10, 13)]))
-    second = ids(linker.step(1, [spot(5, 10, 12), spot(5, 10, 8)]))
+    first = ids(linker.step_spots(0, [spot(5, 10, 10), spot(5, 10, 13)]).rows)
+    second = ids(linker.step_spots(1, [spot(5, 10, 12), spot(5, 10, 8)]).rows)
     assert second[(5.0, 10.0, 8.0)] == first[(5.0, 10.0, 10.0)]
     assert second[(5.0, 10.0, 12.0)] == first[(5.0, 10.0, 13.0)]
 
 
 def test_missed_scans_within_limit_keep_the_track():
     linker = FrameLinker(LinkerParams(max_distance=3.0, max_missed=1))
-    (r0,) = linker.step(0, [spot(5, 10, 10)])
-    assert linker.step(1, []) == []
-    (r2,) = linker.step(2, [spot(5, 10, 11)])
+    (r0,) = linker.step_spots(0, [spot(5, 10, 10)]).rows
+    assert linker.step_spots(1, []).rows == ()
+    (r2,) = linker.step_spots(2, [spot(5, 10, 11)]).rows
     assert r2.track_id == r0.track_id
-    linker.step(3, [])
-    linker.step(4, [])
-    (r5,) = linker.step(5, [spot(5, 10, 11)])
+    linker.step_spots(3, [])
+    linker.step_spots(4, [])
+    (r5,) = linker.step_spots(5, [spot(5, 10, 11)]).rows
     assert r5.track_id != r0.track_id
 
 
@@ -69,14 +70,13 @@ def test_bad_parameters_are_refused():
 
 
 def test_export_row_has_the_evaluate_form():
-    (row,) = FrameLinker().step(3, [spot(1, 2, 3)])
+    (row,) = FrameLinker().step_spots(3, [spot(1, 2, 3)]).rows
     out = json.loads(json.dumps(export_row(7, row)))
     assert out["region_id"] == 7 and out["scan_number"] == 3 and out["detected"] is True
     assert out["features"]["position"] == {"omega": 1.0, "eta": 2.0, "tth": 3.0}
 
 
 def test_simulate_baseline_evaluate_chain(tmp_path, capsys):
-    cli = pytest.importorskip("mpitrack.cli")
     out = tmp_path / "exp"
     args = ["simulate", "--out", str(out), "--scenario", "isolated,drifting", "--regions", "2"]
     assert cli.main([*args, "--scans", "4", "--seed", "2"]) == 0
@@ -96,7 +96,6 @@ def test_simulate_baseline_evaluate_chain(tmp_path, capsys):
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
-    cli = pytest.importorskip("mpitrack.cli")
     code = cli.main(["simulate", "--out", str(tmp_path / "x"), "--scenario", "crossing,bogus"])
     assert code == 2
     err = capsys.readouterr().err.strip()
@@ -111,7 +110,6 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_evaluate_refuses_truth_of_another_run(tmp_path, capsys):
-    cli = pytest.importorskip("mpitrack.cli")
     for name, regions in (("a", "2"), ("b", "3")):
         args = ["simulate", "--out", str(tmp_path / name), "--regions", regions, "--scans", "2"]
         assert cli.main(args) == 0

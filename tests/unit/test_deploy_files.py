@@ -1,11 +1,12 @@
 """Static and dry-run checks of the HPC deployment files.
 
 Apptainer is not packaged for Debian 12 and CI has no SGE or Slurm of its own
-(scripts/sge-selftest brings up a real SGE where it can), so these tests check
-what can be checked without them: the .def's header and sections, that every
-mpitrack command and option the image and the job scripts call exists in the
-CLI, the job scripts' directives, and their bad-input paths, run for real by
-bash up to the point where they would launch MPI.
+(scripts/sge-selftest and scripts/slurm-selftest bring up a real one where they
+can), so these tests check what can be checked without them: the .def's header
+and sections, that every mpitrack command and option the image and the job
+scripts call exists in the CLI, the job scripts' directives, their bad-input
+paths, run for real by bash up to the point where they would launch MPI, and
+the Slurm job's launch line and stop signal with a stand-in launcher.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import argparse
 import os
 import re
 import shlex
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +39,9 @@ SCRIPTS = [
     ROOT / "scripts" / "sge-selftest",
     ROOT / "scripts" / "sge-up",
     ROOT / "scripts" / "sge-down",
+    ROOT / "scripts" / "slurm-selftest",
+    ROOT / "scripts" / "slurm-up",
+    ROOT / "scripts" / "slurm-down",
 ]
 SECTIONS = ("%labels", "%files", "%post", "%environment", "%runscript", "%test", "%help")
 
@@ -263,3 +269,140 @@ def test_missing_env_file_is_named(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert f"env file {tmp_path}/mpitrack.env not found" in done.stderr
+
+
+# -- the Slurm job's launch line and stop signal, with a stand-in launcher ----
+
+FAKE_LAUNCHER = """#!{python}
+import os, signal, sys, time
+print("argv:", " ".join(sys.argv[1:]), flush=True)
+print("SLURM_EXPORT_ENV=" + os.environ.get("SLURM_EXPORT_ENV", ""), flush=True)
+def stop(signum, frame):
+    print("signal:", signal.Signals(signum).name, flush=True)
+    sys.exit(0)
+for signum in (signal.SIGTERM, signal.SIGUSR2):
+    signal.signal(signum, stop)
+if os.environ.get("LAUNCHER_READY"):  # wait for a signal
+    open(os.environ["LAUNCHER_READY"], "w").close()
+    time.sleep(60)
+"""
+
+
+def start_slurm_job(
+    tmp_path: Path,
+    launcher: str,
+    extra_lines: str = "",
+    ready: Path | None = None,
+    job_id: str = "",
+) -> subprocess.Popen:
+    """The Slurm job script with external servers and a stand-in `launcher` that prints
+    its arguments and the SLURM_EXPORT_ENV it was given; with ``ready``, it then touches
+    that file and waits for a signal, which it prints."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / launcher
+    fake.write_text(FAKE_LAUNCHER.format(python=sys.executable))
+    fake.chmod(0o755)
+    config = tmp_path / "experiment.yaml"
+    config.write_text("run: x\n")
+    env_file = tmp_path / "mpitrack.env"
+    env_file.write_text(
+        f"MPITRACK_CONFIG={config}\nMPITRACK_SERVICES=external\n"
+        "MPITRACK_DATABASE_URL=postgresql://127.0.0.1:1/x\nMPITRACK_REDIS_URL=redis://127.0.0.1:1/0\n"
+        f"MPITRACK_MPIRUN={launcher}\n{extra_lines}"
+    )
+    env = {
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "MPITRACK_ENV": str(env_file),
+        "SLURM_NTASKS": "4",
+        "SLURM_EXPORT_ENV": "NONE",  # as after sbatch --export=NONE
+        "LAUNCHER_READY": str(ready or ""),
+        "SLURM_JOB_ID": job_id,
+    }
+    return subprocess.Popen(
+        ["bash", str(SLURM_JOB)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_ready(job: subprocess.Popen, ready: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert job.poll() is None, job.communicate()
+        assert time.monotonic() < deadline, "the launcher did not start in 30 s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("extra", "wanted"),
+    [
+        ("", "-n 4 --mpi=pmi2 mpitrack run"),
+        ("MPITRACK_MPIRUN_ARGS=--mpi=pmix\n", "-n 4 --mpi=pmix mpitrack run"),
+    ],
+    ids=["default-pmi2", "own-mpi-type"],
+)
+def test_srun_launch_gets_a_pmi_and_the_whole_environment(
+    tmp_path: Path, extra: str, wanted: str
+) -> None:
+    job = start_slurm_job(tmp_path, "srun", extra)
+    out, _ = job.communicate(timeout=60)
+    assert f"argv: {wanted} --config" in out and out.count("--mpi") == 1, out
+    assert "SLURM_EXPORT_ENV=ALL" in out, out
+
+
+@pytest.mark.parametrize(("launcher", "forwarded"), [("srun", "SIGUSR2"), ("mpirun", "SIGTERM")])
+def test_usr2_stop_reaches_the_launcher_as_a_signal_it_forwards(
+    tmp_path: Path, launcher: str, forwarded: str
+) -> None:
+    job = start_slurm_job(tmp_path, launcher, ready=tmp_path / "ready")
+    wait_ready(job, tmp_path / "ready")
+    job.send_signal(signal.SIGUSR2)  # scancel --batch --signal=USR2, or the time limit
+    out, err = job.communicate(timeout=60)
+    assert f"signal: {forwarded}" in out, (out, err)
+    assert "stopped on SIGUSR2" in err, err
+
+
+def test_launcher_not_on_path_is_named(tmp_path: Path) -> None:
+    done = run_job(
+        SLURM_JOB,
+        tmp_path,
+        "MPITRACK_SERVICES=external\nMPITRACK_DATABASE_URL=x\nMPITRACK_REDIS_URL=y\n"
+        "MPITRACK_MPIRUN='srun --mpi=pmi2'\n",
+        SLURM_NTASKS="4",
+    )
+    assert done.returncode == 2
+    assert "MPITRACK_MPIRUN=srun --mpi=pmi2: no such command on PATH" in done.stderr
+
+
+def mpich_world_hash(pmi_job_name: str) -> str:
+    """MPICH's name for a job's shared memory: FNV-1a (32 bit) of the PMI job name, hex."""
+    h = 2166136261
+    for byte in pmi_job_name.encode():
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return f"{h:x}"
+
+
+def test_mpich_world_hash_matches_the_segment_mpich_made_under_srun() -> None:
+    # /dev/shm/mpich_shm_e200f4fa_0 was left by MPICH 5.0 ranks of job 9, step 0,
+    # killed under srun --mpi=pmi2 on the self-test's Slurm.
+    assert mpich_world_hash("9.0") == "e200f4fa"
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_srun_launch_removes_a_stale_mpich_segment_of_its_job(tmp_path: Path) -> None:
+    job_id = str(4_000_000_000 + os.getpid())  # above Slurm's job ids
+    stale = Path(f"/dev/shm/mpich_shm_{mpich_world_hash(job_id + '.0')}_0")
+    stale.write_text("left by a killed run of the same job")
+    try:
+        job = start_slurm_job(tmp_path, "srun", job_id=job_id)
+        out, err = job.communicate(timeout=60)
+        left = stale.exists()
+    finally:
+        stale.unlink(missing_ok=True)
+    assert not left and f"removed {stale}" in err, err
+    assert "argv: -n 4 --mpi=pmi2" in out

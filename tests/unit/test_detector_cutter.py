@@ -71,8 +71,26 @@ class Counting:
     def release(self, scan):
         self.inner.release(scan)
 
+    def recycle(self, scan, frame):
+        self.inner.recycle(scan, frame)
+
     def close(self):
         self.inner.close()
+
+
+def count_reads(cutter: Cutter) -> Counting:
+    """Wrap the cutter's source so that its raw-frame reads are counted."""
+    counting = Counting(cutter.source)
+    cutter.source = counting
+    return counting
+
+
+def poll_to_the_end(cutter: Cutter) -> set[FrameKey]:
+    """Every region frame the cutter reports until it is finished."""
+    reported: set[FrameKey] = set()
+    while not cutter.finished():
+        reported |= set(cutter.poll())
+    return reported
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +101,7 @@ def experiment(tmp_path_factory) -> Path:
 def test_each_needed_raw_frame_is_read_once_and_cut_for_every_region(tmp_path: Path) -> None:
     config_path = make(tmp_path)
     cutter = cutter_for(config_path, strict=True)
-    counting = Counting(cutter.source)
-    cutter.source = counting
+    counting = count_reads(cutter)
     assert cut_all(cutter) == len(expected_keys(config_path))
     needed = {(k.scan, k.frame) for k in expected_keys(config_path)}
     assert sorted(counting.reads) == sorted(needed)  # once each, and only those
@@ -120,12 +137,8 @@ def test_a_rerun_cuts_only_what_is_missing_and_reports_what_exists(tmp_path: Pat
     kept = cuts / f"region_{keys[5].region}_frame_{keys[5].frame}_scan_{keys[5].scan}.npy"
     inode = kept.stat().st_ino
     again = cutter_for(config_path)
-    counting = Counting(again.source)
-    again.source = counting
-    reported = set()
-    while not again.finished():
-        reported |= set(again.poll())
-    assert reported == set(keys)
+    counting = count_reads(again)
+    assert poll_to_the_end(again) == set(keys)
     assert sorted(counting.reads) == sorted({(k.scan, k.frame) for k in lost})
     assert kept.stat().st_ino == inode  # not rewritten
 
@@ -183,10 +196,10 @@ def test_live_hdf5_being_written_is_never_half_read(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while not (out / "detector.yaml").exists() or not (out / "experiment.yaml").exists():
+        # The config files are written atomically: once there, they are whole.
+        while not all((out / name).exists() for name in ("detector.yaml", "experiment.yaml")):
             assert time.monotonic() < deadline and writer.poll() is None
             time.sleep(0.02)
-        time.sleep(0.1)
         cutter = cutter_for(out / "experiment.yaml")
         cutter.source.settle_s = 0.0  # the HDF5 lock alone must keep open files out
         live: dict[FrameKey, np.ndarray] = {}

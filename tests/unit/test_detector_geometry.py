@@ -113,14 +113,49 @@ def test_interpolation_of_a_linear_image_is_exact() -> None:
     np.testing.assert_allclose(total, 1.0, rtol=1e-6)
 
 
-def test_samples_on_no_panel_read_as_the_regions_median() -> None:
+def test_samples_on_no_panel_are_masked() -> None:
     instrument = two_panels()
     # eta 60..120 at this 2theta runs off the top of panel b (y > 25.6 mm)
     grid = RegionGrid(id=1, frames=(0, 3), eta=(30.0, 100.0), tth=(5.6, 5.8), shape=(40, 4))
     sampler = build_sampler(instrument, grid)
     assert 0 < sampler.coverage < 1
     out = sampler.apply([np.full((128, 128), 7.0), np.full((128, 128), 7.0)])
-    np.testing.assert_allclose(out, 7.0, rtol=1e-6)
+    covered = sampler.covered.reshape(out.shape)
+    np.testing.assert_allclose(out[covered], 7.0, rtol=1e-6)
+    assert np.isnan(out[~covered]).all()
+
+
+def test_masked_raw_pixels_are_left_out_of_the_interpolation() -> None:
+    instrument = two_panels()
+    grid = RegionGrid(id=0, frames=(0, 3), eta=(-20.0, 20.0), tth=(3.5, 4.2), shape=(30, 12))
+    sampler = build_sampler(instrument, grid)
+    rows, cols = np.mgrid[0:128, 0:128]
+    image = (3 * rows + 2 * cols + 1000).astype(np.uint32)
+    clean = sampler.apply([np.zeros((128, 128), np.uint32), image])
+    dead = image.copy()
+    block = sampler.blocks[0]
+    r0, _, c0, c1 = block.box
+    dead[r0 + 3, c0 + 2] = 2**32 - 1  # the uint32 dead-pixel marker
+    dead[r0 + 5, c0:c1] = 2**32 - 1  # and a gap row across the region
+    got = sampler.apply([np.zeros((128, 128), np.uint32), dead], (4294967295.0,))
+    assert np.nanmax(got) < 2000  # no marker leaks into any sample
+    # samples that read a masked pixel are interpolated from the others: the image
+    # is linear, so the renormalised value is close to the unmasked one
+    seen = ~np.isnan(got)
+    assert seen.mean() > 0.9
+    np.testing.assert_allclose(got[seen], clean[seen], atol=4.0)
+    unmasked = sampler.apply([np.zeros((128, 128), np.uint32), dead])  # no mask given
+    assert np.nanmax(unmasked) > 1e8  # what the mask prevents
+
+
+def test_a_sample_whose_pixels_are_all_masked_is_nan() -> None:
+    instrument = two_panels()
+    grid = RegionGrid(id=0, frames=(0, 3), eta=(-20.0, 20.0), tth=(3.5, 4.2), shape=(30, 12))
+    sampler = build_sampler(instrument, grid)
+    image = np.full((128, 128), 5.0, dtype=np.float32)
+    image[:, :] = np.nan  # a panel that read nothing
+    got = sampler.apply([np.zeros((128, 128), np.float32), image])
+    assert np.isnan(got).all()
 
 
 def test_a_region_no_panel_sees_is_refused() -> None:

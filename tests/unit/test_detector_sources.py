@@ -190,19 +190,62 @@ def test_a_wrong_dataset_path_names_the_file_and_what_it_holds(tmp_path: Path) -
     source.close()
 
 
-def test_compressed_datasets_read_through_hdf5plugin(tmp_path: Path) -> None:
-    hdf5plugin = pytest.importorskip("hdf5plugin")
+def write_compressed(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Both panels' stacks of scan 0, bitshuffle/LZ4 compressed as an Eiger writes them."""
+    import hdf5plugin  # the `detector` extra, which scripts/test installs
+
     a, b = stack(1), stack(2)
-    write_h5(tmp_path / "a_0000.h5", a, **hdf5plugin.Bitshuffle(cname="lz4"))
-    write_h5(tmp_path / "b_0000.h5", b, **hdf5plugin.Bitshuffle(cname="lz4"))
-    old(tmp_path / "a_0000.h5")
-    old(tmp_path / "b_0000.h5")
+    write_h5(directory / "a_0000.h5", a, **hdf5plugin.Bitshuffle(cname="lz4"))
+    write_h5(directory / "b_0000.h5", b, **hdf5plugin.Bitshuffle(cname="lz4"))
+    old(directory / "a_0000.h5")
+    old(directory / "b_0000.h5")
+    return a, b
+
+
+def test_compressed_datasets_read_through_hdf5plugin(tmp_path: Path) -> None:
+    a, _ = write_compressed(tmp_path)
     source = Hdf5Stacks(
         instrument(), tmp_path, "{panel}_{scan:04d}.h5", "/imageseries/images", settle_s=0
     )
     assert source.ready(0, {1}) == {1}
     np.testing.assert_array_equal(source.read(0, 1)[0], a[1])
     source.close()
+
+
+def test_compressed_datasets_without_hdf5plugin_fail_with_what_to_install(tmp_path: Path) -> None:
+    """In a process where hdf5plugin cannot be imported, reading a compressed frame
+    names the file, the filter and the package to install."""
+    write_compressed(tmp_path)
+    script = f"""
+import sys
+sys.modules["hdf5plugin"] = None  # as if it were not installed
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_detector_sources import instrument
+from mpitrack.detector import RawFrameError
+from mpitrack.detector.sources import Hdf5Stacks
+source = Hdf5Stacks(
+    instrument(), {str(tmp_path)!r}, "{{panel}}_{{scan:04d}}.h5", "/imageseries/images",
+    settle_s=0,
+)
+assert source.ready(0, {{1}}) == {{1}}
+try:
+    source.read(0, 1)
+except RawFrameError as exc:
+    print(exc)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HDF5_PLUGIN_PATH": str(tmp_path / "no-plugins")},
+    )
+    assert done.returncode == 0, done.stderr
+    message = done.stdout.strip()
+    assert str(tmp_path / "a_0000.h5") in message, message
+    assert "cannot read frame 1 of /imageseries/images" in message, message
+    assert "HDF5 filter 32008" in message, message  # bitshuffle's registered id
+    assert "pip install 'mpitrack[detector]'" in message, message
 
 
 def test_npy_frames_wait_for_every_byte(tmp_path: Path) -> None:

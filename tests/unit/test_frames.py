@@ -2,6 +2,8 @@
 
 import logging
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,9 +12,13 @@ from mpitrack.frames import (
     DirectoryScanner,
     FrameError,
     FrameKey,
+    FrameMask,
+    FrameMasks,
     FramePattern,
     load_frame,
     load_volume,
+    read_settled,
+    refuse_outside_links,
 )
 
 DEFAULT = "region_{region}_frame_{frame}_scan_{scan}.npy"
@@ -218,18 +224,96 @@ def test_wrong_shape_is_rejected(tmp_path):
     assert "(35, 34)" in err.reason and "(35, 35)" in err.reason
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_values_are_rejected_and_counted(tmp_path, bad):
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_infinite_values_are_rejected_and_counted(tmp_path, bad):
     data = np.ones((4, 4))
     data[1, 2] = bad
     data[3, 0] = bad
-    err = expect_frame_error(save(tmp_path / "f.npy", data), "non-finite")
+    err = expect_frame_error(save(tmp_path / "f.npy", data), "infinite")
     assert err.reason.startswith("2 ")
 
 
 def test_float16_overflow_to_inf_is_rejected(tmp_path):
     data = np.array([[1.0, np.inf]], dtype=np.float16)
-    expect_frame_error(save(tmp_path / "f.npy", data), "1 non-finite")
+    expect_frame_error(save(tmp_path / "f.npy", data), "1 infinite")
+
+
+def test_nan_pixels_are_masked_not_refused(tmp_path):
+    data = np.ones((4, 4))
+    data[1, 2] = np.nan
+    out = load_frame(save(tmp_path / "f.npy", data))
+    assert np.isnan(out[1, 2]) and np.isfinite(np.delete(out.ravel(), 6)).all()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "marker", "masked"),
+    [
+        (np.uint32, 2**32 - 1, True),  # the Eiger/Dectris dead-pixel marker
+        (np.float32, 2**32 - 1, True),  # the same marker written into float32 frames
+        (np.int32, -1, True),  # gaps written as -1
+        (np.float64, -1, True),
+        (np.uint16, -1, False),  # -1 cannot be in unsigned data: nothing matches
+        (np.uint16, 2**32 - 1, False),  # nor 2^32-1 in 16-bit data (65535 is a real count)
+    ],
+)
+def test_marker_values_are_masked_in_the_files_own_dtype(tmp_path, dtype, marker, masked):
+    data = np.full((3, 4), 7, dtype=dtype)
+    if masked:
+        data[0, 1] = marker
+    mask = FrameMask(values=(float(marker),))
+    out = load_frame(save(tmp_path / "f.npy", data), mask=mask)
+    assert np.isnan(out[0, 1]) == masked
+    assert np.count_nonzero(np.isnan(out)) == int(masked)
+    assert np.all(out[1:] == 7)
+
+
+def test_mask_file_masks_its_pixels_per_region(tmp_path):
+    mask_file = tmp_path / "mask_3.npy"
+    pixels = np.zeros((3, 4), dtype=np.uint8)
+    pixels[2, 3] = 1
+    np.save(mask_file, pixels)
+    masks = FrameMasks(values=(), file=tmp_path / "mask_{region}.npy")
+    p = write_frames(tmp_path, DEFAULT, region=3, scan=0, frames=[0, 1])
+    vol = load_volume(tmp_path, p, region=3, scan=0, window=[0, 1], mask=masks.for_region(3))
+    assert np.isnan(vol[:, 2, 3]).all() and np.count_nonzero(np.isnan(vol)) == 2
+    with pytest.raises(FrameError) as info:
+        masks.for_region(4)  # no mask_4.npy
+    assert info.value.path.endswith("mask_4.npy")
+
+
+def test_an_infinite_value_under_a_masked_pixel_is_no_error_in_a_volume_or_a_frame(tmp_path):
+    """A mask-file pixel holds no measurement, whatever the detector wrote there: the
+    volume loader agrees with load_frame (and with volumes cut in memory)."""
+    np.save(tmp_path / "mask.npy", np.eye(3, 4, dtype=np.uint8))
+    mask = FrameMasks(file=tmp_path / "mask.npy").for_region(0)
+    p = write_frames(tmp_path, DEFAULT, region=0, scan=0, frames=[0, 1])
+    path = tmp_path / p.format(region=0, frame=1, scan=0)
+    frame = np.load(path)
+    frame[1, 1] = np.inf  # under the mask
+    np.save(path, frame)
+    vol = load_volume(tmp_path, p, region=0, scan=0, window=[0, 1], mask=mask)
+    np.testing.assert_array_equal(vol[1], load_frame(path, mask=mask))
+    assert np.isnan(vol[1, 1, 1]) and np.count_nonzero(np.isnan(vol)) == 6
+    frame[0, 1] = np.inf  # not under it
+    np.save(path, frame)
+    with pytest.raises(FrameError, match="infinite"):
+        load_volume(tmp_path, p, region=0, scan=0, window=[0, 1], mask=mask)
+
+
+def test_mask_file_of_another_shape_names_the_frame(tmp_path):
+    np.save(tmp_path / "mask.npy", np.zeros((5, 5)))
+    p = write_frames(tmp_path, DEFAULT, region=0, scan=0, frames=[0])
+    mask = FrameMasks(file=tmp_path / "mask.npy").for_region(0)
+    with pytest.raises(FrameError, match="mask file"):
+        load_volume(tmp_path, p, region=0, scan=0, window=[0], mask=mask)
+
+
+def test_a_volume_with_every_pixel_masked_is_a_frame_error(tmp_path):
+    p = write_frames(tmp_path, DEFAULT, region=0, scan=0, frames=[4, 5])
+    mask = FrameMask(values=(4.0, 5.0))  # every frame is filled with its frame number
+    with pytest.raises(FrameError, match="every pixel") as info:
+        load_volume(tmp_path, p, region=0, scan=0, window=[4, 5], mask=mask)
+    assert info.value.path.endswith("region_0_frame_4_scan_0.npy")
 
 
 @pytest.mark.parametrize("dtype", [bool, np.complex128, "U3", [("a", "f8"), ("b", "f8")]])
@@ -492,3 +576,124 @@ def test_pending_file_deleted_and_recreated_is_still_reported(tmp_path):
     scanner._check_pending([], 0)  # the deletion is noticed before the next listing
     touch_frame(tmp_path, name(0, 0, 0))
     assert scanner.poll() == [FrameKey(0, 0, 0)]
+
+
+# ------------------------------------------------------------- unusable and unfinished files
+
+
+def test_errors_never_echo_the_bytes_of_a_file(tmp_path):
+    secret = tmp_path / "secret.npy"
+    secret.write_bytes(b"s3cr3t-token: hunter2\n" * 10)
+    header_only = save(tmp_path / "h.npy", np.ones((2, 2)))
+    raw = bytearray(header_only.read_bytes())
+    raw[12:30] = b"'hunter2': 'xx', ("
+    header_only.write_bytes(bytes(raw))
+    for path in (secret, header_only):
+        with pytest.raises(FrameError) as caught:
+            load_frame(path)
+        assert "s3cr3t" not in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_a_directory_with_a_frames_name_fails_clearly(tmp_path):
+    (tmp_path / name(0, 0, 0)).mkdir()
+    with pytest.raises(FrameError, match="is a directory, not a frame file"):
+        load_frame(tmp_path / name(0, 0, 0))
+
+
+def test_a_directory_with_a_frames_name_is_reported_with_a_warning(tmp_path, caplog):
+    (tmp_path / name(2, 5, 1)).mkdir()
+    with caplog.at_level(logging.WARNING, logger="mpitrack.frames"):
+        assert DirectoryScanner(tmp_path, DEFAULT).poll() == [FrameKey(2, 5, 1)]
+    assert "is a directory" in caplog.text and "region 2 scan 1" in caplog.text
+
+
+def test_an_empty_file_that_stays_empty_is_reported_after_the_settle_time(tmp_path):
+    scanner = DirectoryScanner(tmp_path, DEFAULT, settle_s=5.0)
+    path = touch_frame(tmp_path, name(1, 1, 1), data=b"")
+    assert scanner.poll() == []
+    old = path.stat().st_mtime - 6.0
+    os.utime(path, (old, old))  # empty and unchanged for longer than settle_s
+    assert scanner.poll() == [FrameKey(1, 1, 1)]
+
+
+def test_a_frame_written_in_place_is_read_again_until_complete(tmp_path):
+    path = save(tmp_path / "f.npy", np.arange(35 * 35, dtype=np.float32).reshape(35, 35))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # the writer pauses half way
+
+    def finish() -> None:
+        time.sleep(0.3)
+        with path.open("ab") as out:
+            out.write(whole[len(whole) // 2 :])
+
+    writer = threading.Thread(target=finish)
+    writer.start()
+    try:
+        frame = read_settled(lambda: load_frame(path), settle_s=5.0)
+    finally:
+        writer.join()
+    assert frame[34, 34] == 35 * 35 - 1
+
+
+def test_a_short_file_left_alone_for_the_settle_time_fails(tmp_path):
+    path = save(tmp_path / "f.npy", np.ones((35, 35)))
+    path.write_bytes(path.read_bytes()[:-100])
+    old = path.stat().st_mtime - 10.0
+    os.utime(path, (old, old))
+    started = time.monotonic()
+    with pytest.raises(FrameError, match="truncated"):
+        read_settled(lambda: load_frame(path), settle_s=5.0)
+    assert time.monotonic() - started < 1.0  # nothing to wait for
+
+
+def test_links_out_of_the_frame_directory_are_refused(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    outside = save(tmp_path / "outside.npy", np.ones((2, 2)))
+    inside = save(frames / "inside.npy", np.ones((2, 2)))
+    (frames / name(0, 0, 0)).symlink_to(outside)
+    (frames / name(0, 1, 0)).symlink_to(inside)  # a link within the directory is fine
+    pattern = FramePattern(DEFAULT)
+    refuse_outside_links(frames, pattern, 0, 0, [1])
+    with pytest.raises(FrameError, match="symbolic link out of the frame directory"):
+        refuse_outside_links(frames, pattern, 0, 0, [1, 0])
+
+
+def test_a_scan_directory_linked_out_of_the_frame_directory_is_refused(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    save(elsewhere / name(0, 0, 0), np.ones((2, 2)))
+    (frames / "scan_0").symlink_to(elsewhere)
+    with pytest.raises(FrameError, match="symbolic link out of the frame directory"):
+        refuse_outside_links(frames, FramePattern(PER_SCAN), 0, 0, [0])
+
+
+def test_a_volume_of_mixed_dtypes_is_float64_and_exact(tmp_path):
+    p = write_frames(tmp_path, DEFAULT, region=0, scan=0, frames=[0], dtype=np.uint16)
+    big = 2**40 + 1
+    np.save(tmp_path / p.format(region=0, frame=1, scan=0), np.full((3, 4), big, dtype=np.int64))
+    vol = load_volume(tmp_path, p, region=0, scan=0, window=[0, 1])
+    assert vol.dtype == np.float64
+    assert vol[:, 0, 0].tolist() == [0.0, float(big)]
+
+
+def test_an_infinite_value_in_a_volume_names_its_frame(tmp_path):
+    p = write_frames(tmp_path, DEFAULT, region=0, scan=0, frames=[0, 1, 2])
+    data = np.ones((3, 4))
+    data[2, 2] = np.inf
+    bad = tmp_path / p.format(region=0, frame=1, scan=0)
+    np.save(bad, data)
+    with pytest.raises(FrameError, match="1 infinite value") as info:
+        load_volume(tmp_path, p, region=0, scan=0, window=[0, 1, 2])
+    assert info.value.path == str(bad)
+
+
+def test_a_header_seen_before_is_still_checked_against_each_file(tmp_path):
+    good = save(tmp_path / "good.npy", np.ones((6, 7)))
+    assert load_frame(good).shape == (6, 7)  # its header is now known
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(good.read_bytes()[:-16])
+    expect_frame_error(cut, "truncated")
+    expect_frame_error(good, "shape", expected_shape=(7, 6))

@@ -49,13 +49,14 @@ def test_gate_threshold_is_chi2_quantile() -> None:
     assert kalman.gate_threshold(0.99) == pytest.approx(11.3449, rel=1e-4)
 
 
-def test_innovations_match_single_loglik() -> None:
+def test_pair_innovations_match_single_loglik() -> None:
     x, p = kalman.initial_state(np.array([1.0, 1.0, 1.0]), 0.5 * np.eye(3), 1.0)
     z = np.array([[1.5, 1.0, 0.0], [4.0, 4.0, 4.0]])
     r = np.stack([np.eye(3), 2 * np.eye(3)])
-    d2, ll, s = kalman.innovations(x[None], p[None], z, r)
-    assert d2.shape == (1, 2)
-    assert d2[0, 0] == pytest.approx((0.25 + 1.0) / 1.5)
-    assert ll[0, 1] == pytest.approx(kalman.gaussian_loglik(z[1] - x[:3], s[0, 1]))
-    assert ll[0, 0] > ll[0, 1]
-    assert math.isfinite(ll[0, 1])
+    leaf, spot = np.array([0, 0]), np.array([0, 1])
+    d2, ll = kalman.pair_innovations(x[None], p[None], z, r, leaf, spot)
+    assert d2.shape == (2,)
+    assert d2[0] == pytest.approx((0.25 + 1.0) / 1.5)
+    assert ll[1] == pytest.approx(kalman.gaussian_loglik(z[1] - x[:3], p[:3, :3] + r[1]))
+    assert ll[0] > ll[1]
+    assert math.isfinite(ll[1])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mpitrack.track.mht import MHTParams
-from mpitrack.track.result import StepResult, TrackRow
+from mpitrack.track.result import StepResult, TrackRow, apply_step
 from mpitrack.track.spot import Spot
 from mpitrack.track.tracker import RegionTracker
 
@@ -109,18 +109,11 @@ def test_no_overlap_when_intensity_is_not_the_sum() -> None:
     assert sum(r.detected for r in now.values()) == 1
 
 
-def apply(db: dict[tuple[int, int], TrackRow], res: StepResult) -> None:
-    """What storage does: replace the open window's rows with the step's rows."""
-    for key in [k for k in db if k[1] >= res.first_open_scan]:
-        del db[key]
-    db.update({(r.track_id, r.scan): r for r in res.rows})
-
-
 def test_split_after_crossing_restores_identities() -> None:
     tr = tracker()
     db: dict[tuple[int, int], TrackRow] = {}
     for s in range(13):
-        apply(db, tr.step_spots(s, crossing_spots(s)))
+        apply_step(db, tr.step_spots(s, crossing_spots(s)))
     assert sorted({tid for tid, _ in db}) == [1, 2]
     for s in range(13):
         a, b = db[(1, s)], db[(2, s)]
@@ -323,7 +316,7 @@ def test_long_merge_keeps_both_tracks_and_restores_identities_by_intensity() -> 
     tr = tracker()
     db: dict[tuple[int, int], TrackRow] = {}
     for s in range(18):
-        apply(db, tr.step_spots(s, merge_split_spots(s)))
+        apply_step(db, tr.step_spots(s, merge_split_spots(s)))
     assert sorted({tid for tid, _ in db}) == [1, 2]  # no death, no new track after the split
     bright = 1 if db[(1, 0)].features["intensity"] == 300.0 else 2
     for s in range(6, 12):  # deep inside the merge: both tracks on the blob, flagged
@@ -339,9 +332,11 @@ def test_noise_fragment_beside_a_new_spot_does_not_ride_along_as_an_overlap() ->
     tr = tracker()
     db: dict[tuple[int, int], TrackRow] = {}
     # scan 0: detection cuts the spot in two; afterwards it is one spot of the summed intensity
-    apply(db, tr.step_spots(0, [spot((3.0, 10.6, 10.0), 700.0), spot((3.0, 9.0, 10.0), 300.0)]))
+    apply_step(
+        db, tr.step_spots(0, [spot((3.0, 10.6, 10.0), 700.0), spot((3.0, 9.0, 10.0), 300.0)])
+    )
     for s in range(1, 8):
-        apply(db, tr.step_spots(s, [spot((3.0, 10.0, 10.0), 1000.0)]))
+        apply_step(db, tr.step_spots(s, [spot((3.0, 10.0, 10.0), 1000.0)]))
     late = [row for (tid, s), row in db.items() if s >= 4]
     assert len({row.track_id for row in late}) == 1
     assert not any(row.overlapping for row in late)

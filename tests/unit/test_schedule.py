@@ -157,3 +157,25 @@ def test_unfinished_names_regions_short_of_the_last_scan() -> None:
     s.drain()
     assert s.finished and s.unfinished() == [(2, 0)]
     assert Scheduler([1], first_scan=0, last_scan=None).unfinished() == []
+
+
+def test_needs_says_which_frames_are_still_worth_reading() -> None:
+    """What rank 0 cuts into memory (detector frames): a committed, skipped, stopped or
+    out-of-range (region, scan) is not needed, nor anything after a stop request."""
+    s = Scheduler([1, 2], first_scan=0, last_scan=3, committed={2: 1}, on_failure="stop_region")
+    assert s.needs(1, 0) and s.needs(2, 2) and s.needs(1, 3)
+    assert not s.needs(2, 1), "committed before this run"
+    assert not s.needs(1, 4) and not s.needs(7, 0)
+    ready_all(s, [1], range(1))
+    s.worker_idle(10)
+    (worker, job), *_ = s.assign()
+    assert s.needs(1, 0), "in flight: its volume is on its way, later scans still needed"
+    s.job_done(job, worker)
+    assert not s.needs(1, 0) and s.needs(1, 1)
+    s.frames_complete(2, 2)
+    s.worker_idle(10)
+    (worker, job), *_ = s.assign()
+    s.job_failed(job, worker)
+    assert not s.needs(2, 3), "region 2 stopped"
+    s.drain()
+    assert not s.needs(1, 1)

@@ -7,12 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
+from mpitrack.config import load_config
 from mpitrack.sim import SCENARIO_NAMES, ExperimentSpec, SimParams, plan, read_truth
-from mpitrack.sim.render import background, expected_volume, render_volume
-from mpitrack.sim.scenarios import TrueSpot, region_scenario
+from mpitrack.sim.render import background, expected_volume, render_volume, scene_background
+from mpitrack.sim.scenarios import (
+    DEAD_VALUE,
+    GAP_VALUE,
+    MASK_VALUES,
+    SATURATION,
+    TrueSpot,
+    region_scenario,
+)
 from mpitrack.sim.truth import TruthError, overlap_flags
-from mpitrack.sim.writer import NpyWriter, _Progress, write_experiment
+from mpitrack.sim.writer import NpyWriter, _Progress, config_dict, region_volume, write_experiment
 
 PARAMS = SimParams()
 ALL = tuple(n for n in SCENARIO_NAMES if n != "mixed")
@@ -196,15 +205,14 @@ def test_written_frames_reproduce_the_volume(tmp_path):
 
 
 def test_config_is_usable_by_the_loader(tmp_path):
-    config_mod = pytest.importorskip("mpitrack.config")
     exp = plan(spec(tmp_path, scenarios=("wrapped", "dense"), regions=2, scans=2))
     summary = write_experiment(exp)
-    cfg = config_mod.load_config(summary.config)
+    cfg = load_config(summary.config)
     assert [r.frames for r in cfg.regions] == [(1437, 7), exp.truth.regions[1].frames]
     assert cfg.regions[1].description == "scenario=dense"
     assert (cfg.scans.first, cfg.scans.last) == (0, 1)
     assert tuple(cfg.frames.shape) == (35, 35)
-    assert getattr(cfg.detection, "background", "plane") == "plane"  # the simulated background
+    assert cfg.detection == type(cfg.detection)()  # defaults: nothing tuned per scenario
     assert cfg.frames.directory == tmp_path / "exp" / "frames"
 
 
@@ -250,3 +258,104 @@ def test_unreadable_truth_is_a_clear_error(tmp_path):
         read_truth(bad)
     with pytest.raises(TruthError, match="no such"):
         read_truth(tmp_path / "missing.json")
+
+
+def _volumes(name: str, seed: int = 4, scans: int = 3) -> tuple:
+    exp = plan(ExperimentSpec(out_dir=Path("."), scenarios=(name,), regions=1, scans=scans,
+                              seed=seed))  # fmt: skip
+    return exp, [region_volume(exp, 0, i) for i in range(scans)]
+
+
+def test_zingers_are_bright_isolated_hits_at_new_places_every_scan():
+    exp, vols = _volumes("zingers", scans=4)
+    plain = [
+        render_volume(PARAMS, exp.scenarios[0].scans[i], np.random.default_rng([4, 0, i, 1]))
+        for i in range(4)
+    ]
+    hits = [v - p > 100 for v, p in zip(vols, plain, strict=True)]
+    assert sum(int(h.sum()) for h in hits) >= 4
+    for h in hits:
+        labels, _ = ndimage.label(h, np.ones((3, 3, 3)))
+        for box in ndimage.find_objects(labels):
+            assert box[0].stop - box[0].start == 1  # a hit lies in one omega frame ...
+        assert np.all(np.bincount(labels.ravel())[1:] <= 6)  # ... one streak, or two that touch
+    places = [set(map(tuple, np.argwhere(h)[:, 1:])) for h in hits]
+    assert not (places[0] & places[1])  # new places every scan
+    assert {r.track_id for r in exp.truth.records} == {0, 1}  # zingers are no truth
+
+
+def test_powder_ring_is_a_band_along_axis1_through_every_frame():
+    exp, _ = _volumes("powder_ring")
+    scene = exp.scenarios[0].scene
+    centre, _, peak, _ = scene.ring
+    bg = scene_background(PARAMS, scene) - background(PARAMS)
+    column = round(centre)
+    assert bg[:, :, column].min() > 0.5 * peak  # every frame, every eta
+    assert 4 * PARAMS.noise_sigma <= peak <= 8 * PARAMS.noise_sigma
+    far = (column + 8) % PARAMS.region_shape[2]
+    assert bg[:, :, far].max() < 0.01 * peak
+    # one spot's path crosses the ring
+    path = np.array([r.position[2] for r in records_of(exp.truth, 0, 0)])
+    assert np.min(np.abs(path - centre)) < 1e-3  # truth is rounded to 4 decimals
+
+
+def test_diffuse_background_varies_along_axis2_and_with_omega():
+    exp, _ = _volumes("diffuse")
+    scene = exp.scenarios[0].scene
+    bg = scene_background(PARAMS, scene)
+    frame_means = bg.mean(axis=(1, 2))
+    assert abs(frame_means[-1] / frame_means[0] - scene.omega_gain[1] / scene.omega_gain[0]) < 1e-9
+    profile = bg[0].mean(axis=0) - background(PARAMS)[0].mean(axis=0) * scene.omega_gain[0]
+    assert np.ptp(profile) > 2 * PARAMS.noise_sigma
+
+
+def test_masked_frames_carry_the_marker_values_and_the_config_lists_them(tmp_path):
+    exp, vols = _volumes("masked")
+    scene = exp.scenarios[0].scene
+    for v in vols:
+        for column in scene.gap_columns:
+            assert np.all(v[:, :, column] == np.float32(GAP_VALUE))
+        for i, j in scene.dead_pixels:
+            assert np.all(v[:, i, j] == np.float32(DEAD_VALUE))
+    # the gap column lies on spot 0's path, a dead pixel on spot 1's first position
+    path = np.array([r.position[2] for r in records_of(exp.truth, 0, 0)])
+    assert np.min(np.abs(path - scene.gap_columns[0])) <= 0.5
+    first = records_of(exp.truth, 0, 1)[0].position
+    assert scene.dead_pixels[0] == (round(first[1]), round(first[2]))
+    config = config_dict(exp)
+    assert config["frames"]["mask"] == {"values": list(MASK_VALUES)}
+    assert "mask" not in config_dict(plan(spec(tmp_path, scenarios=("isolated",))))["frames"]
+
+
+def test_saturated_spots_have_flat_clipped_cores():
+    _, vols = _volumes("saturated")
+    for v in vols:
+        assert v.max() == np.float32(SATURATION)
+        assert np.count_nonzero(v == np.float32(SATURATION)) >= 4  # plateaus, not single voxels
+
+
+def test_noise_free_regions_are_spots_on_an_exact_zero():
+    exp, vols = _volumes("noise_free")
+    spots = exp.scenarios[0].scans[0]
+    expected = expected_volume(PARAMS, spots, exp.scenarios[0].scene)
+    assert np.array_equal(vols[0], expected.astype(np.float32))
+    assert np.mean(vols[0] == 0) > 0.25 and vols[0].min() == 0.0
+    assert len(spots) == 3
+
+
+def test_early_overlap_overlaps_in_the_first_scans_then_separates(tmp_path):
+    exp = plan(spec(tmp_path, scenarios=("early_overlap",), regions=1, scans=12))
+    flags = [r.overlapping for r in records_of(exp.truth, 0, 0)]
+    assert flags[0] and flags[1] and not any(flags[5:])
+
+
+def test_decelerating_crossing_pair_is_identical_and_slows_down_after_meeting(tmp_path):
+    exp = plan(spec(tmp_path, scenarios=("decelerating_crossing",), regions=1, scans=20))
+    a, b = (records_of(exp.truth, 0, t) for t in (0, 1))
+    assert a[0].intensity == b[0].intensity and a[0].widths == b[0].widths
+    pos = np.array([r.position for r in a])
+    speed = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    assert speed[-1] == pytest.approx(0.25 * speed[0], rel=1e-3)
+    gap = np.linalg.norm(pos - np.array([r.position for r in b]), axis=1)
+    assert gap.min() < 0.5  # they pass through each other
+    assert any(r.overlapping for r in a)
