@@ -16,6 +16,8 @@ Separate-process mode (transport/redis_streams.py; docs/process-mode.md):
 - ``jobs:attempts`` (hash): dispatch id -> attempts started.
 - ``jobs:dead`` (stream): jobs given up.
 - ``events`` (stream): job reports and ``scan_complete`` announcements.
+- ``events:announced`` (string): how many ``scan_complete`` entries the
+  dispatcher has added to ``events``.
 - ``dispatcher`` (string): the epoch of the dispatcher that owns the run.
 - ``finished`` (string, expires): that epoch once the run is over.
 
@@ -79,6 +81,10 @@ class RedisKeys:
     @property
     def events(self) -> str:
         return self.prefix + "events"
+
+    @property
+    def announced(self) -> str:
+        return self.prefix + "events:announced"
 
     @property
     def dispatcher(self) -> str:

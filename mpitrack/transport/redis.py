@@ -52,6 +52,7 @@ from mpitrack.transport.redis_streams import (
     encode_event,
     encode_job,
     ensure_group,
+    entry_order,
     finished_epoch,
     run_finished,
 )
@@ -100,6 +101,9 @@ class RedisDispatcherLink:
         self._queue: list[WorkerMessage] = [JobRequest(slot) for slot in self._slots]
         self._outstanding: dict[str, _Outstanding] = {}
         self._count = 0
+        # Scans announced complete, in order: the statistics role learns of a scan
+        # only from its event, so a Redis that lost events is told again (_audit).
+        self._announced: list[int] = []
         self._next_audit = 0.0
         self.duplicates = 0
         self._claim()
@@ -109,7 +113,7 @@ class RedisDispatcherLink:
         if previous is not None:
             log.info("taking over run %s from dispatcher %s", self.keys.run, as_text(previous))
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.keys.jobs, self.keys.attempts, self.keys.finished)
+        pipe.delete(self.keys.jobs, self.keys.attempts, self.keys.finished, self.keys.announced)
         pipe.set(self.keys.dispatcher, self.epoch)
         pipe.xgroup_create(self.keys.jobs, GROUP, id="0", mkstream=True)
         pipe.xrevrange(self.keys.events, count=1)
@@ -212,31 +216,53 @@ class RedisDispatcherLink:
             self.client.set(self.keys.dispatcher, self.epoch)
             self._cursor = "0-0"
         ensure_group(self.client, self.keys)
-        if not self._outstanding:
-            return
         pipe = self.client.pipeline(transaction=False)
         items = list(self._outstanding.items())
         for _dispatch_id, outstanding in items:
             pipe.xrange(self.keys.jobs, min=outstanding.entry, max=outstanding.entry, count=1)
-        for (dispatch_id, outstanding), found in zip(items, pipe.execute(), strict=True):
-            if not found:
+        pipe.get(self.keys.announced)
+        found = pipe.execute()
+        for (dispatch_id, outstanding), entry in zip(items, found[: len(items)], strict=True):
+            if not entry:
                 log.warning(
                     "region %d scan %d: its job entry is gone from Redis; sending it again",
                     outstanding.job.region,
                     outstanding.job.scan,
                 )
                 outstanding.entry = self._add(dispatch_id, outstanding.job)
+        kept = int(found[-1] or 0)
+        if kept < len(self._announced):
+            self._announce_again(kept)
+
+    def _announce_again(self, kept: int) -> None:
+        """Publish the completed scans whose events Redis lost (all but the first
+        ``kept``): a statistics role that had not read them would never compute
+        them. Counter and events are written in one transaction, so a partial
+        restore keeps exactly the first ``kept``."""
+        log.warning(
+            "Redis lost %d scan_complete events: announcing those scans again",
+            len(self._announced) - kept,
+        )
+        for scan in self._announced[kept:]:
+            self._publish_scan(scan)
 
     def send_stop(self, worker: int) -> None:
         """Nothing to send: a slot is not a process. Workers watch ``finished``."""
 
     def scan_complete(self, scan: int) -> None:
-        self.client.xadd(
+        self._announced.append(scan)
+        self._publish_scan(scan)
+
+    def _publish_scan(self, scan: int) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(
             self.keys.events,
             encode_event({"type": "scan_complete", "scan": scan, "t": time.time()}),
             maxlen=MAX_EVENTS,
             approximate=True,
         )
+        pipe.incr(self.keys.announced)
+        pipe.execute()
 
     def close(self) -> None:
         """Declare the run over (workers, listener and statistics then exit)."""
@@ -246,6 +272,8 @@ class RedisDispatcherLink:
             # the run is still this dispatcher's, and the others wait for its word.
             self.client.set(self.keys.dispatcher, self.epoch, nx=True)
             owner = self.client.get(self.keys.dispatcher)
+            if owner is not None and as_text(owner) == self.epoch:
+                self._announce_again(int(self.client.get(self.keys.announced) or 0))
         if owner is not None and as_text(owner) == self.epoch:
             self.client.set(self.keys.finished, self.epoch, ex=FINISHED_TTL_S)
 
@@ -296,9 +324,24 @@ class RedisStatsLink:
                 for entry_id, fields in entries:
                     self._cursor = as_text(entry_id)
                     self._take(fields)
+            if not answer and self._stream_rebuilt():
+                continue
             if finished and not self._scans and not answer:
                 return None
         return self._scans.popleft()
+
+    def _stream_rebuilt(self) -> bool:
+        """Whether ``events`` now ends before what this link has read: Redis lost it
+        and it started again (entries re-announced in the same millisecond would
+        otherwise sort before the cursor). Read it again from the start then."""
+        if self._cursor == "0-0":
+            return False
+        newest = self.client.xrevrange(self.keys.events, count=1)
+        if newest and entry_order(newest[0][0]) >= entry_order(self._cursor):
+            return False
+        log.warning("the events stream was lost and started again: reading it from the start")
+        self._cursor = "0-0"
+        return True
 
     def _take(self, fields: dict[Any, Any]) -> None:
         try:

@@ -72,6 +72,12 @@ def finished_epoch(client: redis.Redis, keys: RedisKeys) -> bytes | None:
     return owner if owner is not None and owner == finished else None
 
 
+def entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``) as a tuple that sorts as Redis orders entries."""
+    ms, _, seq = as_text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def as_text(value: bytes | str) -> str:
     """A Redis reply as text, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else value

@@ -270,6 +270,44 @@ def test_stats_link_yields_completed_scans_then_stops_when_the_run_is_finished(
     assert early.next_job() is None, "a worker exits once the run is finished"
 
 
+def test_scans_announced_before_redis_lost_its_data_are_announced_again(
+    client: redis.Redis,
+) -> None:
+    dispatcher = start_dispatcher(client)
+    stats = RedisStatsLink(client, KEYS, block=0.05)
+    dispatcher.scan_complete(0)
+    assert stats.next_scan() == 0
+    dispatcher.scan_complete(1)  # not read before the loss
+    client.flushdb()  # a restart without persistence
+    receive_until(dispatcher, lambda m: client.get(KEYS.dispatcher) is not None)
+    assert stats.next_scan() == 0, "the repeat of a scan read before the loss"
+    assert stats.next_scan() == 1, "the scan whose event was lost"
+    # A partial restore (persistence that lags) keeps the counter and the events
+    # of the same moment: only the scans after it are announced again.
+    dispatcher.scan_complete(2)
+    dispatcher.scan_complete(3)
+    last = client.xrevrange(KEYS.events, count=1)[0][0]
+    client.xdel(KEYS.events, last)
+    client.decr(KEYS.announced)
+    receive_until(dispatcher, lambda m: int(client.get(KEYS.announced)) == 4)
+    dispatcher.close()
+    assert [stats.next_scan() for _ in range(3)] == [2, 3, None]
+
+
+def test_stats_link_rereads_an_events_stream_that_started_again_behind_it(
+    client: redis.Redis,
+) -> None:
+    dispatcher = start_dispatcher(client)
+    stats = RedisStatsLink(client, KEYS, block=0.05)
+    dispatcher.scan_complete(0)
+    assert stats.next_scan() == 0
+    client.delete(KEYS.events)
+    # A new stream whose ids sort before what the link has read (a re-announcement
+    # in the millisecond of the last entry read has such an id).
+    client.xadd(KEYS.events, {"data": '{"type": "scan_complete", "scan": 1}'}, id="1-1")
+    assert stats.next_scan() == 1
+
+
 def test_a_run_ends_for_everyone_even_if_redis_lost_its_keys_just_before(
     client: redis.Redis,
 ) -> None:
