@@ -230,15 +230,17 @@ class RedisDispatcherLink:
                     outstanding.job.scan,
                 )
                 outstanding.entry = self._add(dispatch_id, outstanding.job)
-        kept = int(found[-1] or 0)
-        if kept < len(self._announced):
-            self._announce_again(kept)
+        self._announce_lost(found[-1])
 
-    def _announce_again(self, kept: int) -> None:
-        """Publish the completed scans whose events Redis lost (all but the first
-        ``kept``): a statistics role that had not read them would never compute
-        them. Counter and events are written in one transaction, so a partial
-        restore keeps exactly the first ``kept``."""
+    def _announce_lost(self, counted: bytes | None) -> None:
+        """Publish again the completed scans whose events Redis lost: all but the
+        first ``counted`` (the ``announced`` counter Redis holds). A statistics role
+        that had not read them would never compute them. Counter and events are
+        written in one transaction, so a partial restore keeps exactly the first
+        ``counted``."""
+        kept = int(counted or 0)
+        if kept >= len(self._announced):
+            return
         log.warning(
             "Redis lost %d scan_complete events: announcing those scans again",
             len(self._announced) - kept,
@@ -272,9 +274,9 @@ class RedisDispatcherLink:
             # the run is still this dispatcher's, and the others wait for its word.
             self.client.set(self.keys.dispatcher, self.epoch, nx=True)
             owner = self.client.get(self.keys.dispatcher)
-            if owner is not None and as_text(owner) == self.epoch:
-                self._announce_again(int(self.client.get(self.keys.announced) or 0))
         if owner is not None and as_text(owner) == self.epoch:
+            # Scans announced since the last audit may have been lost with Redis's data.
+            self._announce_lost(self.client.get(self.keys.announced))
             self.client.set(self.keys.finished, self.epoch, ex=FINISHED_TTL_S)
 
 
