@@ -39,6 +39,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -304,6 +305,14 @@ def table(scans: int, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def map_cases(run: Callable[..., dict[str, Any]], work: list[tuple], jobs: int) -> list[dict]:
+    """``run(*args)`` for every args tuple of ``work``, in order; on ``jobs`` processes."""
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            return list(pool.map(run, *zip(*work, strict=True)))
+    return [run(*args) for args in work]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -344,11 +353,7 @@ def main() -> int:
         for s in seeds
     ]
     t0 = time.perf_counter()
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            cases = list(pool.map(run_case, *zip(*work, strict=True)))
-    else:
-        cases = [run_case(*w) for w in work]
+    cases = map_cases(run_case, work, args.jobs)
     result: dict[str, Any] = {
         "seeds": seeds,
         "regions_per_case": args.regions,

@@ -42,12 +42,11 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from accuracy import false_tracks
+from accuracy import false_tracks, map_cases
 from scipy.special import ndtr
 
 from mpitrack.evaluate import Detection, evaluate
@@ -224,11 +223,7 @@ def main() -> int:
         ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
     work = [(n, s, args.regions, args.scans) for n in names for s in seeds]
     t0 = time.perf_counter()
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            done = list(pool.map(run_case, *zip(*work, strict=True)))
-    else:
-        done = [run_case(*w) for w in work]
+    done = map_cases(run_case, work, args.jobs)
     per_case = {n: summarise([c for c in done if c["case"] == n]) for n in names}
     result = {
         "seeds": seeds,

@@ -270,13 +270,19 @@ def test_stats_link_yields_completed_scans_then_stops_when_the_run_is_finished(
     assert early.next_job() is None, "a worker exits once the run is finished"
 
 
-def test_scans_announced_before_redis_lost_its_data_are_announced_again(
-    client: redis.Redis,
-) -> None:
+def scan_0_announced_and_read(client: redis.Redis) -> tuple[RedisDispatcherLink, RedisStatsLink]:
+    """A dispatcher link and a statistics link that has read its announcement of scan 0."""
     dispatcher = start_dispatcher(client)
     stats = RedisStatsLink(client, KEYS, block=0.05)
     dispatcher.scan_complete(0)
     assert stats.next_scan() == 0
+    return dispatcher, stats
+
+
+def test_scans_announced_before_redis_lost_its_data_are_announced_again(
+    client: redis.Redis,
+) -> None:
+    dispatcher, stats = scan_0_announced_and_read(client)
     dispatcher.scan_complete(1)  # not read before the loss
     client.flushdb()  # a restart without persistence
     receive_until(dispatcher, lambda m: client.get(KEYS.dispatcher) is not None)
@@ -297,10 +303,7 @@ def test_scans_announced_before_redis_lost_its_data_are_announced_again(
 def test_stats_link_rereads_an_events_stream_that_started_again_behind_it(
     client: redis.Redis,
 ) -> None:
-    dispatcher = start_dispatcher(client)
-    stats = RedisStatsLink(client, KEYS, block=0.05)
-    dispatcher.scan_complete(0)
-    assert stats.next_scan() == 0
+    _, stats = scan_0_announced_and_read(client)
     client.delete(KEYS.events)
     # A new stream whose ids sort before what the link has read (a re-announcement
     # in the millisecond of the last entry read has such an id).
