@@ -165,12 +165,14 @@ class ScanStatistics:
 
 
 def serve(stats: ScanStatistics, link: StatsLink) -> int:
-    """Compute statistics for every scan the dispatcher reports, then finalise; return how many."""
-    count = 0
+    """Compute statistics for every scan the dispatcher reports, then finalise; return how
+    many scans (a scan announced again, after a Redis restart or by a new dispatcher,
+    counts once)."""
+    scans: set[int] = set()
     while (scan := link.next_scan()) is not None:
         stats(scan)
-        count += 1
+        scans.add(scan)
     finish = getattr(stats, "finish", None)
     if finish is not None:
         finish()
-    return count
+    return len(scans)
