@@ -17,7 +17,9 @@ suits that simulator shows here. What differs from `mpitrack.sim`:
   ``broad_spots`` (spots 2-3.5 voxels wide in the frame plane, Gaussian noise).
 
 Spots are separable Gaussians integrated over each voxel. A true spot is visible
-while its centre is at least one voxel inside the region. Both trackers get the
+while its centre lies inside the region (every axis within [-0.5, n - 0.5]), the
+convention of `mpitrack.sim.truth`: a spot drifting out of the region is tracked
+up to its edge. Both trackers get the
 same detections (default `DetectParams`); MHT rows are the last ones returned for
 each scan, as in the database. Scores come from `mpitrack.evaluate`; false tracks
 as in accuracy.py.
@@ -144,7 +146,7 @@ def run_case(name: str, seed: int, regions: int, scans: int) -> dict[str, Any]:
             for tid, (start, velocity, widths) in enumerate(paths):
                 centre = start + velocity * scan
                 intensity = case.intensity * rng.uniform(0.9, 1.1)
-                visible = all(1 <= centre[k] <= SHAPE[k] - 2 for k in range(3))
+                visible = all(-0.5 <= centre[k] <= SHAPE[k] - 0.5 for k in range(3))
                 records.append(
                     TruthRecord(
                         r, scan, tid, tuple(float(c) for c in centre), intensity,
