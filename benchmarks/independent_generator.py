@@ -91,6 +91,8 @@ def _voxel_fractions(n: int, centre: float, width: float) -> np.ndarray:
 
 
 def render(spots: list[tuple[np.ndarray, np.ndarray, float]], case: Case, rng) -> np.ndarray:
+    """One region volume: the spots (centre, widths, intensity) on the case's background,
+    with the case's noise drawn from ``rng``."""
     expected = np.full(SHAPE, case.background)
     for centre, width, intensity in spots:
         p = [_voxel_fractions(SHAPE[k], centre[k], width[k]) for k in range(3)]
@@ -130,6 +132,7 @@ def _row(row: TrackRow, region: int) -> Detection:
 
 
 def run_case(name: str, seed: int, regions: int, scans: int) -> dict[str, Any]:
+    """One (case, seed): both trackers on the same detections of every region, both scored."""
     case = CASES[name]
     rng = np.random.default_rng([seed, sorted(CASES).index(name)])
     params = DetectParams()
@@ -163,6 +166,8 @@ def run_case(name: str, seed: int, regions: int, scans: int) -> dict[str, Any]:
                 _row(x, r) for x in linker.step_spots(scan, found).rows if x.detected
             ]
         rows["mht"] += [_row(x, r) for x in final.values() if x.detected]
+    # GroundTruth is only the scoring container here: evaluate reads its regions and
+    # records, not the simulator parameters it carries.
     truth = GroundTruth(name, seed, SimParams(), 0, scans - 1, tuple(truth_regions), tuple(records))
     visible: dict[tuple[int, int], list] = defaultdict(list)
     for rec in records:
