@@ -9,6 +9,11 @@ contiguous for detection and tracking.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mpitrack.config import Config
+
 
 def omega_window(start: int, end: int, frames_per_scan: int) -> tuple[int, ...]:
     """Frames of the inclusive window ``[start, end]`` in window order.
@@ -28,3 +33,9 @@ def omega_window(start: int, end: int, frames_per_scan: int) -> tuple[int, ...]:
     if start <= end:
         return tuple(range(start, end + 1))
     return tuple(range(start, frames_per_scan)) + tuple(range(end + 1))
+
+
+def windows_of(config: Config) -> dict[int, tuple[int, ...]]:
+    """Every region's omega window (its frame numbers, in window order)."""
+    n = config.frames.frames_per_scan
+    return {r.id: omega_window(r.frames[0], r.frames[1], n) for r in config.regions}

@@ -22,7 +22,7 @@ from mpitrack import redis_client, store
 from mpitrack.config import Config
 from mpitrack.errors import ServiceUnavailable, UsageError
 from mpitrack.frames import DirectoryScanner, FramePattern
-from mpitrack.regions import omega_window
+from mpitrack.regions import windows_of
 from mpitrack.registry import FrameRegistry, MemoryRegistry, RedisRegistry
 from mpitrack.roles.dispatcher import Dispatcher, FrameFeed, JobLog, RunSummary
 from mpitrack.roles.stats import ScanStatistics
@@ -53,12 +53,6 @@ class RunOptions:
     follow: bool = False
     idle_timeout: float | None = None
     retry_failed: bool = False
-
-
-def windows_of(config: Config) -> dict[int, tuple[int, ...]]:
-    """Every region's omega window (its frame numbers, in window order)."""
-    n = config.frames.frames_per_scan
-    return {r.id: omega_window(r.frames[0], r.frames[1], n) for r in config.regions}
 
 
 def prepare_database(

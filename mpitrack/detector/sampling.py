@@ -23,6 +23,7 @@ logs the region's coverage and refuses a region with none.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -53,6 +54,11 @@ class PanelBlock:
     panel: int
     box: tuple[int, int, int, int]  # r0, r1, c0, c1 (ends exclusive)
     matrix: sparse.csr_matrix  # (n_eta * n_tth, (r1 - r0) * (c1 - c0))
+
+    @functools.cached_property
+    def rows_read(self) -> np.ndarray:
+        """The region samples this block contributes to (computed once: the matrix is fixed)."""
+        return self.matrix.getnnz(axis=1) > 0
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class RegionSampler:
                 pixels = np.where(valid, pixels, np.float32(0.0))
                 if weight is None:
                     weight = np.ones(self.covered.size, dtype=np.float32)
-                rows = block.matrix.getnnz(axis=1) > 0
+                rows = block.rows_read
                 weight[rows] = (block.matrix @ valid.ravel().astype(np.float32))[rows]
             out += block.matrix @ pixels.ravel()
         if weight is not None:

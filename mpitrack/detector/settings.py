@@ -25,7 +25,7 @@ from mpitrack.detector.regions import check_against_config, load_regions
 from mpitrack.detector.sampling import cached_sampler
 from mpitrack.detector.sources import FrameSource, Hdf5Stacks, NpyFrames
 from mpitrack.errors import ConfigError
-from mpitrack.regions import omega_window
+from mpitrack.regions import windows_of
 
 
 def detector_from_dict(raw, source: str, base: Path | None = None) -> DetectorConfig:
@@ -86,10 +86,7 @@ def make_cutter(
     except ValueError as exc:
         raise ConfigError(where, "detector", str(exc)) from None
     samplers = {g.id: cached_sampler(instrument, g, cache) for g in grids if g.id in wanted}
-    windows = {
-        r.id: omega_window(r.frames[0], r.frames[1], config.frames.frames_per_scan)
-        for r in config.regions
-    }
+    windows = windows_of(config)
     buffer = None
     if in_memory:
         shapes = {g.id: (g.shape[0], g.shape[1]) for g in grids if g.id in wanted}

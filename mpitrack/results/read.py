@@ -21,7 +21,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from mpitrack.results.views import VIEW, ViewColumn, view_columns
+from mpitrack.results.views import VIEW, ViewColumn, stored_axes, view_columns
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,10 @@ def parse_regions(text: str) -> tuple[int, ...]:
 
 def axes_of(conn: psycopg.Connection) -> tuple[str, ...]:
     """The experiment's feature axes (omega first), as recorded by apply_schema."""
-    rows = conn.execute("SELECT name FROM result_axes ORDER BY axis_index").fetchall()
-    if not rows:
+    axes = stored_axes(conn)
+    if axes is None:
         raise ValueError("the experiment has no recorded axes: run `mpitrack db init` first")
-    return tuple(str(r[0]) for r in rows)
+    return axes
 
 
 def value_columns(axes: Sequence[str], names: Sequence[str] | None = None) -> list[ViewColumn]:

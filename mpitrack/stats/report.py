@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import psycopg
 
 from mpitrack.stats import glance, html, query, spot_html
 from mpitrack.stats.csvfile import write_csv
+from mpitrack.stats.png import write_bytes
 from mpitrack.stats.sheets import FrameSource
 from mpitrack.stats.spots import SpotOptions, SpotReport
 from mpitrack.stats.storage import save_scan_stats
@@ -226,9 +226,7 @@ class ReportWriter:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes(path, text.encode("utf-8"))
 
 
 #: Scans that `compute_scans` reads per statement: about 100,000 rows at 1,000

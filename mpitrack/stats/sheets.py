@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mpitrack.frames import FrameError, FramePattern, load_volume
-from mpitrack.regions import omega_window
+from mpitrack.regions import windows_of
 from mpitrack.stats.spotrows import Cell, SpotRow
 from mpitrack.stats.strip_png import compose_strip
 from mpitrack.stats.strips import Sheet, render_sheet
@@ -45,11 +45,10 @@ class FrameSource:
     @classmethod
     def from_config(cls, config) -> FrameSource:
         """The source of a `mpitrack.config.Config`."""
-        n = config.frames.frames_per_scan
         return cls(
             directory=Path(config.frames.directory),
             pattern=config.frames.pattern,
-            windows={r.id: omega_window(r.frames[0], r.frames[1], n) for r in config.regions},
+            windows=windows_of(config),
             shape=config.frames.shape,
             detection=config.detection,
             axes=tuple(config.frames.axes),

@@ -62,8 +62,8 @@ def run_finished(client: redis.Redis, keys: RedisKeys, ended_before: bytes | Non
     exit: a process started right after a run ended (to run it again) waits
     for the next dispatcher's declaration instead.
     """
-    owner, finished = client.mget([keys.dispatcher, keys.finished])
-    return owner is not None and owner == finished and owner != ended_before
+    epoch = finished_epoch(client, keys)
+    return epoch is not None and epoch != ended_before
 
 
 def finished_epoch(client: redis.Redis, keys: RedisKeys) -> bytes | None:

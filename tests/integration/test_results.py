@@ -161,6 +161,14 @@ def test_open_names_what_is_missing(database_url: str, empty_database_url: str):
         mpitrack.results.open(empty_database_url, experiment="old")
 
 
+def export_command(database_url: str, fmt: str, out: Path) -> list[str]:
+    """`mpitrack export` of the test experiment in format ``fmt`` to ``out``."""
+    return [
+        "export", "--database-url", database_url, "--run", EXPERIMENT,
+        "--format", fmt, "--out", str(out),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "hdf5"])
 def test_export_writes_the_selected_rows_with_units(
     database_url: str,
@@ -170,23 +178,7 @@ def test_export_writes_the_selected_rows_with_units(
     capsys: pytest.CaptureFixture[str],
 ):
     out = tmp_path / f"x.{fmt}"
-    code = main(
-        [
-            "export",
-            "--database-url",
-            database_url,
-            "--run",
-            EXPERIMENT,
-            "--format",
-            fmt,
-            "--out",
-            str(out),
-            "--regions",
-            "0,2",
-            "--scans",
-            "4:7",
-        ]
-    )
+    code = main([*export_command(database_url, fmt, out), "--regions", "0,2", "--scans", "4:7"])
     assert code == 0
     assert f"wrote {sum(r.region in (0, 2) and 4 <= r.scan <= 7 for r in rows)} rows" in (
         capsys.readouterr().out
@@ -241,17 +233,7 @@ def test_export_writes_the_selected_rows_with_units(
 def test_export_refuses_bad_selections(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    base = [
-        "export",
-        "--database-url",
-        database_url,
-        "--run",
-        EXPERIMENT,
-        "--format",
-        "csv",
-        "--out",
-        str(tmp_path / "x.csv"),
-    ]
+    base = export_command(database_url, "csv", tmp_path / "x.csv")
     assert main([*base, "--scans", "7:4"]) == 2
     assert "before the first" in capsys.readouterr().err
     assert main([*base, "--regions", "a-b"]) == 2
