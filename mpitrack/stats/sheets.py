@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpitrack.frames import FrameError, FramePattern, load_volume
+from mpitrack.frames import FrameError, FrameMasks, FramePattern, load_volume
 from mpitrack.regions import windows_of
 from mpitrack.stats.spotrows import Cell, SpotRow
 from mpitrack.stats.strip_png import compose_strip
@@ -32,14 +32,17 @@ class FrameSource:
 
     windows: every region's omega window (frame numbers in window order).
     shape: the expected frame shape (None: any consistent shape).
+    masks: frames.mask, applied as the workers apply it, so that detection
+        here finds the spots the tracker was offered.
     axes: the two frame axes' names.
     """
 
     directory: Path
-    pattern: str
+    pattern: FramePattern
     windows: Mapping[int, tuple[int, ...]]
     shape: tuple[int, int] | None = None
     detection: DetectParams = field(default_factory=DetectParams)
+    masks: FrameMasks = field(default_factory=FrameMasks)
     axes: tuple[str, str] = ("eta", "tth")
 
     @classmethod
@@ -47,24 +50,32 @@ class FrameSource:
         """The source of a `mpitrack.config.Config`."""
         return cls(
             directory=Path(config.frames.directory),
-            pattern=config.frames.pattern,
+            pattern=FramePattern(config.frames.pattern),
             windows=windows_of(config),
             shape=config.frames.shape,
             detection=config.detection,
+            masks=FrameMasks(config.frames.mask.values, config.frames.mask.file),
             axes=tuple(config.frames.axes),
         )
 
     def sheet(self, region: int, scan: int, scale: int) -> Sheet:
         """The sheet of (region, scan).
 
-        Raises `mpitrack.frames.FrameError` (naming the file) when a frame is
-        missing or unusable, KeyError for a region the config does not have.
+        Raises `mpitrack.frames.FrameError` (naming the file) when a frame or
+        the mask file is missing or unusable, KeyError for a region the config
+        does not have.
         """
         window = self.windows.get(region)
         if window is None:
             raise KeyError(f"region {region} is not in the config")
         volume = load_volume(
-            self.directory, FramePattern(self.pattern), region, scan, window, self.shape
+            self.directory,
+            self.pattern,
+            region,
+            scan,
+            window,
+            self.shape,
+            self.masks.for_region(region),
         )
         found = detect(volume, self.detection, self.axes)
         background = found.background

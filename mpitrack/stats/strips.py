@@ -12,7 +12,9 @@ show` with strip_png.py) and mark the decisions on top.
 Grey levels: each sheet is scaled to its own brightest voxel above the
 background, black up to one noise sigma and an asinh stretch softened at three
 noise sigmas above, so faint spots stay visible next to bright ones while the
-noise stays dark.
+noise stays dark. A voxel without a measurement (NaN: masked by frames.mask
+or in the file) is drawn in the light grey of "no data", in the projection
+only where every omega slice is masked.
 """
 
 from __future__ import annotations
@@ -157,11 +159,19 @@ def render_sheet(
         raise ValueError(f"scale must be >= 1, got {scale}")
     layout = SheetLayout(*volume.shape, scale=scale)
     resid = volume.astype(np.float64) - background
+    unmeasured = np.isnan(resid)
+    resid[unmeasured] = -np.inf  # darkest: never the top, never a projection's brightest
     grey = _grey_levels(resid, noise)
     images = np.concatenate([grey.max(axis=0)[None], grey])
     image_labels = np.concatenate([_projected_labels(labels, resid)[None], labels])
-    big = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    big[_outline(image_labels.repeat(scale, axis=1).repeat(scale, axis=2))] = OUTLINE
+    no_data = np.concatenate([unmeasured.all(axis=0)[None], unmeasured])
+
+    def enlarged(image: np.ndarray) -> np.ndarray:
+        return image.repeat(scale, axis=1).repeat(scale, axis=2)
+
+    big = enlarged(images)
+    big[enlarged(no_data)] = NO_DATA
+    big[_outline(enlarged(image_labels))] = OUTLINE
     pixels = big.transpose(1, 0, 2).reshape(layout.height, layout.width)
     return Sheet(layout, np.ascontiguousarray(pixels))
 

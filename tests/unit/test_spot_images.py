@@ -109,6 +109,22 @@ def test_sheet_of_a_flat_volume_is_black_and_shapes_are_checked() -> None:
         render_sheet(flat, np.zeros((3, 12, 11), np.int32), 7.0, 0.0)
 
 
+def test_sheet_draws_unmeasured_voxels_as_no_data_and_the_rest_as_before() -> None:
+    volume, labels = _volume()
+    clean = render_sheet(volume, labels, background=100.0, noise=1.0, scale=1)
+    gap = volume.copy()
+    gap[:, :, 20] = np.nan  # a masked detector column, away from the spot
+    gap[2, 3, 4] = np.nan  # one masked voxel in one slice only
+    sheet = render_sheet(gap, labels, background=100.0, noise=1.0, scale=1)
+    layout = sheet.layout
+    projection = sheet.pixels[:, : layout.left(1)]
+    assert (projection[:, 20] == NO_DATA).all()  # masked in every slice
+    assert projection[3, 4] != NO_DATA  # measured in the other slices
+    assert sheet.pixels[3, layout.left(3) + 4] == NO_DATA  # slice 2
+    measured = sheet.pixels != NO_DATA
+    np.testing.assert_array_equal(sheet.pixels[measured], clean.pixels[measured])
+
+
 def test_crop_centres_on_the_track_and_stays_inside() -> None:
     layout = SheetLayout(5, 35, 40, 3)
     assert crop_around((2.0, 17.0, 20.0), layout, 21) == strips.Crop(7, 10, 21, 21)

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpitrack.frames import FramePattern
+from mpitrack.config import load_config
+from mpitrack.frames import FrameMasks, FramePattern
 from mpitrack.stats import html, spot_html
 from mpitrack.stats.lookfirst import RegionMetrics, looks
 from mpitrack.stats.sheets import FrameSource
 from mpitrack.stats.spotrows import SpotRow
 from mpitrack.stats.spots import SpotOptions, SpotReport
-from mpitrack.stats.strips import SheetLayout
+from mpitrack.stats.strips import NO_DATA, OUTLINE, SheetLayout
 
 AXES = ("omega", "eta", "tth")
 SHAPE = (5, 20, 20)
@@ -79,7 +80,9 @@ def frames(tmp_path: Path) -> Path:
 
 
 def _report(tmp_path: Path, frames: Path, **options) -> SpotReport:
-    source = FrameSource(frames, PATTERN, {r: _window(r) for r in range(3)}, SHAPE[1:])
+    source = FrameSource(
+        frames, FramePattern(PATTERN), {r: _window(r) for r in range(3)}, SHAPE[1:]
+    )
     return SpotReport(
         tmp_path / "report",
         SpotOptions(source, **{"n_scan": 3, **options}),
@@ -87,6 +90,38 @@ def _report(tmp_path: Path, frames: Path, **options) -> SpotReport:
         AXES,
         {0: "crossing"},
     )
+
+
+def test_sheet_applies_the_runs_frame_mask_as_the_workers_do(tmp_path: Path, frames: Path) -> None:
+    region, scan, gap = 0, 0, 6  # detector column 6 runs through the spot at (2, 6, 6)
+    pattern = FramePattern(PATTERN)
+    for frame in _window(region):
+        path = frames / pattern.format(region, frame, scan)
+        data = np.load(path)
+        data[:, gap] = -1.0  # the detector's gap marker
+        np.save(path, data)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(
+        f"""
+run: masked
+scans: {{first: 0, last: 9}}
+regions:
+  - {{id: 0, frames: [0, {SHAPE[0] - 1}]}}
+frames:
+  directory: {frames}
+  pattern: {PATTERN}
+  frames_per_scan: 1440
+  shape: [{SHAPE[1]}, {SHAPE[2]}]
+  mask: {{values: [-1]}}
+"""
+    )
+    source = FrameSource.from_config(load_config(config_file, env={}))
+    assert source.windows[region] == _window(region)
+    projection = source.sheet(region, scan, scale=1).pixels[:, : SHAPE[2]]
+    # no data, but for the outline of the spot detection found across the gap
+    assert set(np.unique(projection[:, gap])) == {NO_DATA, OUTLINE}
+    unmasked = replace(source, masks=FrameMasks())
+    assert not (unmasked.sheet(region, scan, scale=1).pixels == NO_DATA).any()
 
 
 def _cells(page: Path) -> dict[tuple[int, int], set[str]]:
