@@ -123,15 +123,20 @@ class DetectParams:
         max_spots brightest spots are kept (with a warning).
     faint_smoothing_sigma: a second, matched-filter pass for faint spots
         (0 = off): the volume smoothed with this Gaussian sigma (voxels) is
-        thresholded at faint_threshold_sigma x its own noise, and every
-        component that touches no spot of the main pass (nor its integration
-        margin) becomes a spot too, replacing a main-pass spot inside it whose
-        peak is below twice the main cut (a marginal piece of the same faint
-        spot; two such pieces stay two spots). Smoothing a spot of sigma ~1 voxel with sigma
-        1 raises its peak SNR about 2.5x, so a peak-SNR-6 spot that a 5-sigma
-        cut on raw voxels barely touches is found reliably, while
-        bright spots keep the sharper masks (and splits) of the main pass;
-        features are measured on unsmoothed data either way.
+        thresholded at faint_threshold_sigma x its own noise. A component
+        that touches no strong spot of the main pass (peak at least twice the
+        main cut) nor its integration margin is split with the split rule
+        against the smoothed noise, and each piece becomes a spot, replacing
+        the main-pass spots inside it (marginal pieces of the same faint
+        spot; two such pieces stay two spots), except that a piece of a split
+        component keeps the main-pass spots inside it. With zinger rejection
+        on, a piece that only its brightest voxel lifts over the cut is a
+        zinger. Smoothing a spot of sigma ~1 voxel with sigma 1 raises its
+        peak SNR about 2.5x, so a peak-SNR-6 spot that a 5-sigma cut on raw
+        voxels barely touches is found reliably, and two such spots closer
+        than the raw cut can separate stay two, while bright spots keep the
+        sharper masks (and splits) of the main pass; features are measured on
+        unsmoothed data either way (docs/detection.md, "Faint spots").
     faint_threshold_sigma: threshold of the faint pass, in noise sigmas of the
         smoothed volume.
     zinger_ratio: zinger and hot-pixel rejection (0 = off). A voxel more than
@@ -397,10 +402,11 @@ def detect(
             labels, n = lut[labels], int(np.count_nonzero(~hits[1:]))
 
     if faint:
-        labels, n, faint_above = _faint_pass(
+        labels, n, faint_above, spikes = _faint_pass(
             resid, background, measured, labels, n, params, structure, det, threshold
         )
         above = above | faint_above
+        zingers += spikes
         if n == 0:
             return empty()
 
@@ -522,12 +528,13 @@ def _faint_pass(
     structure: np.ndarray,
     main_det: np.ndarray,
     main_threshold: float,
-) -> tuple[np.ndarray, int, np.ndarray]:
+) -> tuple[np.ndarray, int, np.ndarray, int]:
     """Add the components of the smoothed volume that no main-pass spot explains.
 
     Returns the new labels (faint spots numbered after the main ones), their
-    count, and the smoothed pass's above-threshold mask (kept out of the
-    background re-estimate).
+    count, the smoothed pass's above-threshold mask (kept out of the
+    background re-estimate) and how many components were refused as one
+    voxel's spike (`_carried_by_one_voxel`).
     """
     det, noise, gain_map = _smoothed(resid, background, measured, params.faint_smoothing_sigma)
     noise = _floor(noise, max(float(np.max(np.abs(resid))), 1e-300))
@@ -535,7 +542,7 @@ def _faint_pass(
     above = det > cut * gain_map
     faint, m = ndimage.label(above, structure)
     if m == 0:
-        return labels, n, above
+        return labels, n, above, 0
     # main-pass spots that barely cross the raw cut (peak < 2x the cut) are
     # marginal detections of the same faint spots: the smoothed component
     # replaces them (a narrow but bright spot has few voxels, yet a high peak)
@@ -548,16 +555,49 @@ def _faint_pass(
     )
     touched = np.zeros(m + 1, dtype=bool)
     touched[np.unique(faint[claimed > 0])] = True
+    pieces = np.zeros(m + 1, dtype=bool)  # labels of pieces of a split component
+    free = np.flatnonzero(~touched[1:]) + 1
+    if params.split and free.size:
+        # The main pass's split rule, against the smoothed noise: two spots
+        # too faint for the raw cut are still two when smoothing joins them.
+        # A component that holds a strong spot is refused whole below, so it
+        # is not split (the split is most of this pass's cost).
+        shot = params.gain * kernel_sum_of_squares(params.faint_smoothing_sigma)
+        rule = DepthRule(params.split_min_prominence, params.split_min_depth_sigma, noise, shot)
+        compact = np.zeros(m + 1, dtype=faint.dtype)
+        compact[free] = np.arange(1, free.size + 1)
+        parts = compact[faint]
+        split, k = split_all(parts, free.size, det, structure, cut, rule, params.min_voxels)
+        if k > free.size:  # new pieces are numbered after the components
+            whole, m_whole, m = faint, m, m + k - free.size
+            back = np.concatenate([[0], free, np.arange(m_whole + 1, m + 1)])
+            faint = np.where(split > 0, back[split], whole)
+            origin = np.zeros(m + 1, dtype=np.intp)  # piece -> the component it came from
+            origin[faint.ravel()] = whole.ravel()
+            pieces = np.bincount(origin[1:], minlength=m_whole + 1)[origin] >= 2
+            pieces[0] = False
+            touched = np.concatenate([touched, np.zeros(m - m_whole, dtype=bool)])
     # a component holding two or more marginal spots keeps them (two small
     # spots that smoothing joins are still two)
     both = (faint > 0) & (labels > 0)
     keys = np.unique(faint[both].astype(np.int64) * (n + 1) + labels[both])
     touched |= np.bincount(keys // (n + 1), minlength=m + 1) >= 2
+    # a piece of a split component keeps the main-pass spots inside it: its mask
+    # runs to a saddle on the neighbour's flank and would take in the flank
+    holds_main = np.zeros(m + 1, dtype=bool)
+    holds_main[np.unique(faint[labels > 0])] = True
+    touched |= pieces & holds_main
     sizes = _measured_sizes(faint, m, measured, not measured.all())
     new = np.flatnonzero(~touched & (sizes >= params.min_voxels))
     new = new[new > 0]
+    spike = np.zeros(new.size, dtype=bool)
+    if params.zinger_ratio > 0:  # zinger rejection is on
+        spike = _carried_by_one_voxel(
+            resid, det, faint, new, params.faint_smoothing_sigma, cut, gain_map
+        )
+        new = new[~spike]
     if new.size == 0:
-        return labels, n, above
+        return labels, n, above, int(spike.sum())
     accepted = np.zeros(m + 1, dtype=bool)
     accepted[new] = True
     replaced = np.unique(labels[(labels > 0) & accepted[faint]])
@@ -571,7 +611,45 @@ def _faint_pass(
     lut[new] = np.arange(kept + 1, kept + 1 + new.size, dtype=np.int32)
     relabelled = lut_main[labels]
     out = np.where(accepted[faint], lut[faint], relabelled).astype(labels.dtype)
-    return out, kept + int(new.size), above
+    return out, kept + int(new.size), above, int(spike.sum())
+
+
+def _carried_by_one_voxel(
+    resid: np.ndarray,
+    det: np.ndarray,
+    faint: np.ndarray,
+    ids: np.ndarray,
+    sigma: float,
+    cut: float,
+    gain_map: np.ndarray,
+) -> np.ndarray:
+    """Per faint component in ``ids``: whether only its brightest voxel lifts it over the cut.
+
+    Smoothing spreads one voxel over its neighbours: a zinger too weak for
+    the artifact test (tens of noise sigmas, next to noisy neighbours) makes a
+    smoothed bump above the faint cut, a dozen voxels wide. A spot spans
+    several voxels and frames, so its smoothed peak less the brightest
+    voxel's share (that voxel times the kernel's weight at their offset)
+    still passes the cut; a spike's does not.
+    """
+    out = np.zeros(ids.size, dtype=bool)
+    if ids.size == 0:
+        return out
+    radius = int(4.0 * sigma + 0.5)  # scipy's gaussian_filter support (truncate 4)
+    norm = float(np.sum(np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)))
+    boxes = ndimage.find_objects(faint)
+    for k, lab in enumerate(ids.tolist()):
+        box = boxes[lab - 1]
+        mine = faint[box] == lab
+        top = np.unravel_index(int(np.argmax(np.where(mine, det[box], -np.inf))), mine.shape)
+        spike = np.unravel_index(int(np.argmax(np.where(mine, resid[box], -np.inf))), mine.shape)
+        offset = np.subtract(top, spike)
+        if np.any(np.abs(offset) > radius):
+            continue
+        weight = float(np.prod(np.exp(-0.5 * (offset / sigma) ** 2) / norm))
+        rest = det[box][top] - max(float(resid[box][spike]), 0.0) * weight
+        out[k] = rest <= cut * gain_map[box][top]
+    return out
 
 
 def detect_spots(

@@ -221,6 +221,35 @@ def test_smoothing_finds_a_faint_extended_spot() -> None:
     assert result.noise < 0.5  # the threshold follows the smoothed noise
 
 
+@pytest.mark.parametrize("seed", [1, 3, 5])
+def test_two_faint_spots_that_smoothing_joins_stay_two(seed: int) -> None:
+    # peaks of 6-8 noise sigmas, 2 sigma apart: smoothing joins them into one
+    # component of the faint pass, which the split rule must cut again
+    a = ((5.0, 17.0, 14.0), (1.2, 1.5, 1.5), 8.0)
+    b = ((5.0, 17.0, 19.5), (1.2, 1.5, 1.5), 6.0)
+    volume, _ = make_volume([a, b], seed=seed)
+    spots = detect_spots(volume, DetectParams())
+    assert len(spots) == 2
+    for centre, _, _ in (a, b):
+        nearest = min(np.linalg.norm(np.subtract(s.position, centre)) for s in spots)
+        assert nearest < 0.7
+
+
+def test_a_weak_zinger_among_noisy_neighbours_is_no_faint_spot() -> None:
+    volume, _ = make_volume([((5.0, 8.0, 8.0), (1.2, 1.5, 1.5), 40.0)], seed=31)
+    plain = detect(volume, DetectParams())
+    hit = volume.astype(np.float64)
+    # 25 sigmas next to neighbours a little high: below the artifact test's
+    # ratio of 10 in the frame and along omega, alone in one voxel
+    hit[5, 25, 25] += 25.0
+    hit[5, 24:27, 24:27] += 0.6
+    hit[5, 25, 25] -= 0.6
+    hit[[4, 6], 25, 25] += 3.0
+    result = detect(hit, DetectParams())
+    assert len(result.spots) == len(plain.spots) == 1
+    assert result.zingers == plain.zingers + 1
+
+
 def test_max_spots_keeps_the_brightest_and_warns(caplog: pytest.LogCaptureFixture) -> None:
     truth = [
         ((5.0, 6.0, 6.0), (1.0, 1.2, 1.2), 30.0),
