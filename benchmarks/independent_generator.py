@@ -14,7 +14,9 @@ suits that simulator shows here. What differs from `mpitrack.sim`:
   are 0 to 5),
   ``thresholded`` (Gaussian noise, then every voxel below the detector's threshold
   written as 0 and the background subtracted: zero-background frames),
-  ``broad_spots`` (spots 2-3.5 voxels wide in the frame plane, Gaussian noise).
+  ``broad_spots`` (spots 2-3.5 voxels wide in the frame plane, Gaussian noise),
+  ``weak_poisson`` (as poisson with 1500 counts a spot instead of 4000: peaks
+  of about 7 noise sigmas, where the faint pass finds and separates spots).
 
 Spots are separable Gaussians integrated over each voxel. A true spot is visible
 while its centre lies inside the region (every axis within [-0.5, n - 0.5]), the
@@ -33,7 +35,7 @@ MOTA, the mean IDSW and false tracks, for the MHT and the baseline) and a table 
 stderr.
 
 Usage: python benchmarks/independent_generator.py [--seeds 0,1,2,3,4,5] [--regions 6]
-       [--scans 12] [--cases poisson,sparse_counts,thresholded,broad_spots] [--jobs 2]
+       [--scans 12] [--cases poisson,...,weak_poisson] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ CASES = {
     "sparse_counts": Case(3.0, "poisson", 900.0),
     "thresholded": Case(40.0, "threshold", 2500.0, read_noise=3.0),
     "broad_spots": Case(100.0, "gaussian", 30000.0, broad=True, read_noise=10.0),
+    "weak_poisson": Case(50.0, "poisson", 1500.0),
 }
 
 
