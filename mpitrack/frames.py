@@ -267,17 +267,26 @@ def _validate_header(
         raise FrameError(path, f"non-numeric dtype {dtype} (need integer or float)")
     if len(shape) != 2:
         raise FrameError(path, f"expected a 2D array, got {len(shape)}D with shape {shape}")
-    if expected_shape is not None and tuple(shape) != tuple(expected_shape):
-        raise FrameError(
-            path, f"shape {tuple(shape)} differs from expected {tuple(expected_shape)}"
-        )
-    need = math.prod(shape) * dtype.itemsize
-    have = file_size - fp.tell()
-    if have < need:
-        raise FrameError(
-            path, f"truncated: header promises {need} data bytes, file holds {max(have, 0)}"
-        )
+    _check_this_file(path, tuple(shape), dtype, expected_shape, file_size - fp.tell())
     return tuple(shape), bool(fortran), dtype
+
+
+def _check_this_file(
+    path: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    expected_shape: Sequence[int] | None,
+    data_bytes: int,
+) -> None:
+    """The checks a valid header still owes each file: the expected shape, and as
+    many data bytes as the header promises."""
+    if expected_shape is not None and shape != tuple(expected_shape):
+        raise FrameError(path, f"shape {shape} differs from expected {tuple(expected_shape)}")
+    need = math.prod(shape) * dtype.itemsize
+    if data_bytes < need:
+        raise FrameError(
+            path, f"truncated: header promises {need} data bytes, file holds {max(data_bytes, 0)}"
+        )
 
 
 def marker_pixels(raw: np.ndarray, values: Sequence[float]) -> np.ndarray | None:
@@ -425,14 +434,7 @@ def _header_of(
             _HEADERS[data[:end]] = known
         return known
     shape, _fortran, dtype, offset = known
-    if expected_shape is not None and shape != tuple(expected_shape):
-        raise FrameError(path, f"shape {shape} differs from expected {tuple(expected_shape)}")
-    need = math.prod(shape) * dtype.itemsize
-    if len(data) - offset < need:
-        raise FrameError(
-            path,
-            f"truncated: header promises {need} data bytes, file holds {len(data) - offset}",
-        )
+    _check_this_file(path, shape, dtype, expected_shape, len(data) - offset)
     return known
 
 
