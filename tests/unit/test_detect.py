@@ -223,8 +223,9 @@ def test_smoothing_finds_a_faint_extended_spot() -> None:
 
 @pytest.mark.parametrize("seed", [1, 3, 5])
 def test_two_faint_spots_that_smoothing_joins_stay_two(seed: int) -> None:
-    # peaks of 6-8 noise sigmas, 2 sigma apart: smoothing joins them into one
-    # component of the faint pass, which the split rule must cut again
+    # peaks of 6 and 8 noise sigmas, 5.5 voxels (3.7 of their sigmas) apart:
+    # smoothing joins them into one component of the faint pass, which the
+    # split rule must cut again
     a = ((5.0, 17.0, 14.0), (1.2, 1.5, 1.5), 8.0)
     b = ((5.0, 17.0, 19.5), (1.2, 1.5, 1.5), 6.0)
     volume, _ = make_volume([a, b], seed=seed)
