@@ -128,8 +128,7 @@ class DetectParams:
         main cut) nor its integration margin is split with the split rule
         against the smoothed noise, and each piece becomes a spot, replacing
         the main-pass spots inside it (marginal pieces of the same faint
-        spot; two such pieces stay two spots), except that a piece of a split
-        component keeps the main-pass spots inside it. With zinger rejection
+        spot; two such pieces stay two spots). With zinger rejection
         on, a piece that only its brightest voxel lifts over the cut is a
         zinger. Smoothing a spot of sigma ~1 voxel with sigma 1 raises its
         peak SNR about 2.5x, so a peak-SNR-6 spot that a 5-sigma cut on raw
@@ -555,7 +554,6 @@ def _faint_pass(
     )
     touched = np.zeros(m + 1, dtype=bool)
     touched[np.unique(faint[claimed > 0])] = True
-    pieces = np.zeros(m + 1, dtype=bool)  # labels of pieces of a split component
     free = np.flatnonzero(~touched[1:]) + 1
     if params.split and free.size:
         # The main pass's split rule, against the smoothed noise: two spots
@@ -569,24 +567,15 @@ def _faint_pass(
         parts = compact[faint]
         split, k = split_all(parts, free.size, det, structure, cut, rule, params.min_voxels)
         if k > free.size:  # new pieces are numbered after the components
-            whole, m_whole, m = faint, m, m + k - free.size
-            back = np.concatenate([[0], free, np.arange(m_whole + 1, m + 1)])
-            faint = np.where(split > 0, back[split], whole)
-            origin = np.zeros(m + 1, dtype=np.intp)  # piece -> the component it came from
-            origin[faint.ravel()] = whole.ravel()
-            pieces = np.bincount(origin[1:], minlength=m_whole + 1)[origin] >= 2
-            pieces[0] = False
-            touched = np.concatenate([touched, np.zeros(m - m_whole, dtype=bool)])
+            back = np.concatenate([[0], free, np.arange(m + 1, m + 1 + k - free.size)])
+            faint = np.where(split > 0, back[split], faint)
+            touched = np.concatenate([touched, np.zeros(k - free.size, dtype=bool)])
+            m += k - free.size
     # a component holding two or more marginal spots keeps them (two small
     # spots that smoothing joins are still two)
     both = (faint > 0) & (labels > 0)
     keys = np.unique(faint[both].astype(np.int64) * (n + 1) + labels[both])
     touched |= np.bincount(keys // (n + 1), minlength=m + 1) >= 2
-    # a piece of a split component keeps the main-pass spots inside it: its mask
-    # runs to a saddle on the neighbour's flank and would take in the flank
-    holds_main = np.zeros(m + 1, dtype=bool)
-    holds_main[np.unique(faint[labels > 0])] = True
-    touched |= pieces & holds_main
     sizes = _measured_sizes(faint, m, measured, not measured.all())
     new = np.flatnonzero(~touched & (sizes >= params.min_voxels))
     new = new[new > 0]

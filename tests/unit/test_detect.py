@@ -233,7 +233,7 @@ def test_two_faint_spots_that_smoothing_joins_stay_two(seed: int) -> None:
     assert len(spots) == 2
     for centre, _, _ in (a, b):
         nearest = min(np.linalg.norm(np.subtract(s.position, centre)) for s in spots)
-        assert nearest < 0.7
+        assert nearest < 1.0  # a faint piece's mask is wide: its centre is noisier
 
 
 def test_a_weak_zinger_among_noisy_neighbours_is_no_faint_spot() -> None:
