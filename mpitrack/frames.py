@@ -361,6 +361,11 @@ class FrameMasks:
         self.file = None if file is None else os.fspath(file)
         self._by_region: dict[int, FrameMask] = {}
 
+    @classmethod
+    def from_config(cls, mask) -> FrameMasks:
+        """The masks of a config's ``frames.mask`` section (`mpitrack.config.MaskConfig`)."""
+        return cls(mask.values, mask.file)
+
     def for_region(self, region: int) -> FrameMask:
         mask = self._by_region.get(region)
         if mask is None:

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     config = load_config(args.config)
     pattern = FramePattern(config.frames.pattern)
-    masks = FrameMasks(config.frames.mask.values, config.frames.mask.file)
+    masks = FrameMasks.from_config(config.frames.mask)
     axes = tuple(config.frames.axes)
     first, last = config.scans.first, config.scans.last
 

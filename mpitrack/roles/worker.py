@@ -84,7 +84,7 @@ class JobRunner:
 
     def __post_init__(self) -> None:
         self.pattern = FramePattern(self.config.frames.pattern)
-        self.masks = FrameMasks(self.config.frames.mask.values, self.config.frames.mask.file)
+        self.masks = FrameMasks.from_config(self.config.frames.mask)
 
     def close(self) -> None:
         self.store.close()

@@ -54,7 +54,7 @@ class FrameSource:
             windows=windows_of(config),
             shape=config.frames.shape,
             detection=config.detection,
-            masks=FrameMasks(config.frames.mask.values, config.frames.mask.file),
+            masks=FrameMasks.from_config(config.frames.mask),
             axes=tuple(config.frames.axes),
         )
 
