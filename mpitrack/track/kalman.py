@@ -50,29 +50,34 @@ def predict(x: np.ndarray, p: np.ndarray, dt: float, q: float) -> tuple[np.ndarr
 
 
 def measurement_noise(
-    covariance: np.ndarray, intensity: float, floor: float, scale: float
+    covariance: np.ndarray, intensity: float | np.ndarray, floor: float, scale: float
 ) -> np.ndarray:
     """Centroid noise of a spot: its spread over its (photon-like) intensity, plus a floor.
 
     A centre of mass of I counts spread with covariance C has error covariance
     about C / I; the floor keeps tiny or degenerate spots from claiming
-    sub-voxel certainty they do not have.
+    sub-voxel certainty they do not have. Works on one spot (3, 3) or a stack
+    of spots (..., 3, 3) with their intensities (...).
     """
     c = np.asarray(covariance, dtype=float)
-    c = 0.5 * (c + c.T)
-    r = scale * c / max(float(intensity), 1e-12)
+    c = 0.5 * (c + np.swapaxes(c, -1, -2))
+    counts = np.maximum(np.asarray(intensity, dtype=float), 1e-12)
+    r = scale * c / counts[..., None, None]
     return r + (floor**2) * np.eye(DIM)
 
 
 def initial_state(
     z: np.ndarray, r: np.ndarray, velocity_std: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A new track at measured centre z (noise r) with unknown velocity."""
-    x = np.zeros(STATE)
-    x[:DIM] = z
-    p = np.zeros((STATE, STATE))
-    p[:DIM, :DIM] = r
-    p[DIM:, DIM:] = (velocity_std**2) * np.eye(DIM)
+    """A new track at measured centre z (noise r) with unknown velocity.
+
+    One track (z (3,), r (3, 3)) or a stack of them (z (..., 3), r (..., 3, 3)).
+    """
+    x = np.zeros((*np.shape(z)[:-1], STATE))
+    x[..., :DIM] = z
+    p = np.zeros((*np.shape(r)[:-2], STATE, STATE))
+    p[..., :DIM, :DIM] = r
+    p[..., DIM:, DIM:] = (velocity_std**2) * np.eye(DIM)
     return x, p
 
 

@@ -45,6 +45,22 @@ def test_measurement_noise_has_floor_and_scales_with_spread_over_intensity() -> 
     assert bright[0, 0] < r[0, 0]
 
 
+def test_measurement_noise_and_initial_state_batch_like_single() -> None:
+    """One call for a scan's spots gives each spot exactly what a call of its own gives."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 3, 3))
+    cov = a @ np.swapaxes(a, 1, 2)
+    inten = np.array([1e3, 0.0, 5.0, 2e6, 40.0])  # zero intensity: the 1e-12 floor
+    r = kalman.measurement_noise(cov, inten, 0.25, 1.5)
+    z = rng.normal(size=(5, 3))
+    xs, ps = kalman.initial_state(z, r, 1.5)
+    for k in range(5):
+        np.testing.assert_array_equal(r[k], kalman.measurement_noise(cov[k], inten[k], 0.25, 1.5))
+        x1, p1 = kalman.initial_state(z[k], r[k], 1.5)
+        np.testing.assert_array_equal(xs[k], x1)
+        np.testing.assert_array_equal(ps[k], p1)
+
+
 def test_gate_threshold_is_chi2_quantile() -> None:
     assert kalman.gate_threshold(0.99) == pytest.approx(11.3449, rel=1e-4)
 

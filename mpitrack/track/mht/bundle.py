@@ -28,25 +28,32 @@ class Predictions:
     x, p: predicted Kalman states (L, 6) and covariances (L, 6, 6).
     intensity_var: predicted variance of each leaf's log intensity (it drifts
         by ``intensity_drift`` per scan).
+    intensity, width: each leaf's intensity (L,) and spot width (L, 3, 3), as
+        arrays for the generators that compare many (leaf, spot) pairs.
     """
 
     live: list[tuple[Tree, Leaf]]
     x: np.ndarray
     p: np.ndarray
     intensity_var: list[float]
+    intensity: np.ndarray
+    width: np.ndarray
 
     @classmethod
     def of(cls, live: list[tuple[Tree, Leaf]], dt: float, params: MHTParams) -> Predictions:
         drift = dt * params.intensity_drift**2
         vpred = [lf.intensity_var + drift for _, lf in live]
+        intensity = np.array([lf.intensity for _, lf in live], dtype=float)
         if live:
             xs = np.stack([lf.x for _, lf in live])
             ps = np.stack([lf.p for _, lf in live])
             xp, pp = kalman.predict(xs, ps, dt, params.process_noise)
+            width = np.stack([lf.width for _, lf in live])
         else:
             xp = np.zeros((0, kalman.STATE))
             pp = np.zeros((0, kalman.STATE, kalman.STATE))
-        return cls(live, xp, pp, vpred)
+            width = np.zeros((0, 3, 3))
+        return cls(live, xp, pp, vpred, intensity, width)
 
     def leaf(self, i: int) -> Leaf:
         return self.live[i][1]
@@ -80,7 +87,7 @@ class Measurements:
         inten = np.array([float(s.intensity) for s in spots])
         cov = np.stack([np.asarray(s.covariance, dtype=float) for s in spots])
         cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
-        r = np.stack([centroid_noise(sp, cov[j], params) for j, sp in enumerate(spots)])
+        r = centroid_noise(spots, cov, params)
         ivar = np.array([log_intensity_var(sp, params) for sp in spots])
         return cls(z, inten, cov, r, ivar)
 
@@ -122,18 +129,18 @@ def start_tree(state: MHTState, uid: int, birth_scan: int, birth_spot: int, leaf
     state.trees.append(Tree(uid, birth_scan, birth_spot, 0, False, [leaf]))
 
 
-def centroid_noise(spot: Spot, cov: np.ndarray, params: MHTParams) -> np.ndarray:
-    """Centroid noise: detection's standard errors when it gives them, else spread/intensity."""
-    err = spot.position_error
-    if err is not None:
-        sd = np.asarray(err, dtype=float)
+def centroid_noise(spots: list[Spot], cov: np.ndarray, params: MHTParams) -> np.ndarray:
+    """Each spot's centroid noise (n, 3, 3): detection's standard errors when it
+    gives them, else spread / intensity (cov: the spots' covariances)."""
+    floor, scale = params.measurement_noise_floor, params.measurement_noise_scale
+    r = kalman.measurement_noise(cov, np.array([float(s.intensity) for s in spots]), floor, scale)
+    for j, spot in enumerate(spots):
+        if spot.position_error is None:
+            continue
+        sd = np.asarray(spot.position_error, dtype=float)
         if sd.shape == (3,) and bool(np.all(np.isfinite(sd))) and bool(np.all(sd >= 0.0)):
-            return np.diag(np.square(sd)) * params.measurement_noise_scale + (
-                params.measurement_noise_floor**2
-            ) * np.eye(3)
-    return kalman.measurement_noise(
-        cov, spot.intensity, params.measurement_noise_floor, params.measurement_noise_scale
-    )
+            r[j] = np.diag(np.square(sd)) * scale + (floor**2) * np.eye(3)
+    return r
 
 
 def log_intensity_var(spot: Spot, params: MHTParams) -> float:

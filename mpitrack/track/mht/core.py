@@ -45,9 +45,9 @@ from mpitrack.track.result import StepResult
 from mpitrack.track.spot import Spot
 
 
-def _json_normalise(obj: dict[str, Any]) -> dict[str, Any]:
+def _json_normalise(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Features exactly as they come back from JSON, so live and restored runs agree."""
-    return json.loads(json.dumps(obj, allow_nan=False))
+    return json.loads(json.dumps(features, allow_nan=False))
 
 
 class MHT:
@@ -103,7 +103,7 @@ class MHT:
         record = ScanRecord(
             scan=scan,
             usable=spots is not None,
-            features=[_json_normalise(s.features) for s in spots or []],
+            features=_json_normalise([s.features for s in spots or []]),
             groups=[],
         )
         if meas is not None:

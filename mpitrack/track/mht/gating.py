@@ -67,8 +67,17 @@ class ChiSquareGate:
         li, sj = np.nonzero(nu2 <= self.threshold * spread * _BOUND_SLACK)
         shape = (pred.x.shape[0], meas.n)
         d2, ll, d2b = np.full(shape, np.inf), np.full(shape, -np.inf), np.full(shape, np.inf)
-        d2[li, sj], ll[li, sj] = kalman.pair_innovations(pred.x, pred.p, meas.z, meas.noise, li, sj)
-        d2b[li, sj], _ = kalman.pair_innovations(pred.x, pred.p, meas.z, blob, li, sj)
+        # both gates in one batch: pairs with the centroid noise, then with the blob's
+        n, k = meas.n, li.size
+        d2_both, ll_both = kalman.pair_innovations(
+            pred.x,
+            pred.p,
+            np.concatenate([meas.z, meas.z]),
+            np.concatenate([meas.noise, blob]),
+            np.concatenate([li, li]),
+            np.concatenate([sj, sj + n]),
+        )
+        d2[li, sj], ll[li, sj], d2b[li, sj] = d2_both[:k], ll_both[:k], d2_both[k:]
         solo = _nearest(d2, self.threshold, self.max_spots)
         member = _nearest(d2b, self.threshold, self.max_spots)
         return Gating(solo, ll, member, d2b)
@@ -86,12 +95,19 @@ def _largest_eigenvalue(m: np.ndarray) -> np.ndarray:
 
 
 def _nearest(d2: np.ndarray, threshold: float, k: int) -> np.ndarray:
-    """d2 <= threshold, keeping the k smallest distances of each row (ties: lower index)."""
+    """d2 <= threshold, keeping the k smallest distances of each row (ties: lower index).
+
+    A row with at most k distances inside the gate keeps them all (every
+    distance outside is larger), so only crowded rows are ranked.
+    """
     inside = d2 <= threshold
-    if d2.shape[1] <= k:
+    crowded = np.flatnonzero(inside.sum(axis=1) > k)
+    if not crowded.size:
         return inside
-    rank = np.argsort(np.argsort(d2, axis=1, kind="stable"), axis=1, kind="stable")
-    return inside & (rank < k)
+    sub = d2[crowded]
+    rank = np.argsort(np.argsort(sub, axis=1, kind="stable"), axis=1, kind="stable")
+    inside[crowded] &= rank < k
+    return inside
 
 
 def gate_for(params: MHTParams) -> Gate:

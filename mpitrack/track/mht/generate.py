@@ -19,7 +19,6 @@ tie-breaking relies on.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,15 +85,18 @@ class MissHypotheses:
     def children(self, ctx: ScanContext) -> Children:
         out: Children = {}
         xp, pp, vpred = ctx.pred.x, ctx.pred.p, ctx.pred.intensity_var
+        centres = [tuple(c) for c in xp[:, :3].tolist()]  # as pos3 gives them
+        miss, death = ctx.scores.miss(False), ctx.scores.miss(True)
         for i, (_, leaf) in enumerate(ctx.pred.live):
             if ctx.meas is None:  # unusable scan: predicted through, not a miss
-                entry = Entry(ctx.scan, UNUSABLE, -1, -1, pos3(xp[i]), 0.0)
+                entry = Entry(ctx.scan, UNUSABLE, -1, -1, centres[i], 0.0)
                 misses, dead = leaf.misses, False
             else:
                 misses = leaf.misses + 1
                 dead = misses >= self.max_misses
-                kind = DEAD if dead else MISSED
-                entry = Entry(ctx.scan, kind, -1, -1, pos3(xp[i]), ctx.scores.miss(dead))
+                entry = Entry(
+                    ctx.scan, DEAD if dead else MISSED, -1, -1, centres[i], death if dead else miss
+                )
             out[i] = [
                 leaf.child(
                     xp[i], pp[i], leaf.intensity, vpred[i], misses, dead, entry, keep_incumbent=True
@@ -119,7 +121,7 @@ class PersistHypotheses:
             return out
         xn_all, pn_all = kalman.update_many(pred.x[gi], pred.p[gi], meas.z[gj], meas.noise[gj])
         # every pair's score and intensity update at once
-        mine = np.array([lf.intensity for _, lf in pred.live])[gi]
+        mine = pred.intensity[gi]
         vp = np.asarray(pred.intensity_var)[gi]
         s_int = vp + meas.intensity_var[gj]
         ratio = np.log(np.maximum(meas.intensity[gj], 1e-12) / mine)
@@ -132,8 +134,9 @@ class PersistHypotheses:
         gain = vp / s_int  # scalar Kalman update of log intensity
         new_int = mine * np.exp(gain * ratio)
         ws = self.width_smoothing
-        widths = (1.0 - ws) * np.stack([lf.width for _, lf in pred.live])[gi] + ws * meas.cov[gj]
+        widths = (1.0 - ws) * pred.width[gi] + ws * meas.cov[gj]
         centres = [tuple(c) for c in meas.z.tolist()]  # as pos3 gives them
+        live = pred.live
         for g, (i, j, score, intensity, var) in enumerate(
             zip(
                 gi.tolist(),
@@ -146,7 +149,7 @@ class PersistHypotheses:
         ):
             entry = Entry(ctx.scan, DETECTED, j, -1, centres[j], score)
             out.setdefault(i, []).append(
-                pred.leaf(i).child(
+                live[i][1].child(
                     xn_all[g], pn_all[g], intensity, var, 0, False, entry, width=widths[g]
                 )
             )
@@ -175,16 +178,11 @@ class FragmentHypotheses:
             return out
         pred, meas, sc = ctx.pred, ctx.meas, ctx.scores
         z, inten, cov, r, ivar = meas.z, meas.intensity, meas.cov, meas.noise, meas.intensity_var
-        triples = [
-            (i, j1, j2)
-            for i in range(len(pred.live))
-            for j1, j2 in itertools.combinations(np.flatnonzero(ctx.gating.member[i]).tolist(), 2)
-        ]
-        if not triples:
+        ii, j1, j2 = _member_pairs(ctx.gating.member)
+        if not ii.size:
             return out
-        ii, j1, j2 = (np.array(col, dtype=np.intp) for col in zip(*triples, strict=True))
-        mine = np.array([lf.intensity for _, lf in pred.live])[ii]
-        widths = np.stack([lf.width for _, lf in pred.live])[ii]
+        mine = pred.intensity[ii]
+        widths = pred.width[ii]
         ok = separation_in_widths(z[j1] - z[j2], widths) <= self.gate  # pieces of its spot
         ok &= np.abs(inten[j1] + inten[j2] - mine) <= self.intensity_tolerance * mine
         if not ok.any():
@@ -228,6 +226,27 @@ class FragmentHypotheses:
         return out
 
 
+def _member_pairs(member: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (leaf i, spot j1, spot j2), j1 < j2 both in i's member gate.
+
+    In the order of a loop over leaves and ``itertools.combinations`` of each
+    leaf's spots, built without that loop: it runs for every live leaf of
+    every scan.
+    """
+    rows, spots = np.nonzero(member)  # row-major: per leaf, spots in order
+    counts = np.bincount(rows, minlength=member.shape[0])
+    empty = np.zeros(0, dtype=np.intp)
+    if not rows.size or counts.max() < 2:
+        return empty, empty, empty
+    first, second = np.triu_indices(int(counts.max()), 1)  # combinations' order
+    leaf = np.repeat(np.arange(member.shape[0]), first.size)
+    first, second = np.tile(first, member.shape[0]), np.tile(second, member.shape[0])
+    ok = second < counts[leaf]
+    leaf, first, second = leaf[ok], first[ok], second[ok]
+    start = (np.cumsum(counts) - counts)[leaf]
+    return leaf, spots[start + first], spots[start + second]
+
+
 @dataclass(frozen=True)
 class BirthHypotheses:
     """Every spot may start a track: a new tentative tree with one leaf.
@@ -257,9 +276,10 @@ class BirthHypotheses:
 
     def start(self, ctx: ScanContext, meas: Measurements, state: MHTState) -> None:
         scan = ctx.scan
-        resolved = self.clean(meas, ctx.gating)
+        resolved = self.clean(meas, ctx.gating).tolist()
+        x0, p0 = kalman.initial_state(meas.z, meas.noise, self.initial_velocity_std)
+        centres = [tuple(c) for c in meas.z.tolist()]  # as pos3 gives them
         for j in range(meas.n):
-            x0, p0 = kalman.initial_state(meas.z[j], meas.noise[j], self.initial_velocity_std)
-            entry = Entry(scan, DETECTED, j, -1, pos3(meas.z[j]), ctx.scores.birth)
-            birth = leaf_on_spot(x0, p0, meas, j, ctx.scores.birth, [entry], int(resolved[j]))
+            entry = Entry(scan, DETECTED, j, -1, centres[j], ctx.scores.birth)
+            birth = leaf_on_spot(x0[j], p0[j], meas, j, ctx.scores.birth, [entry], int(resolved[j]))
             start_tree(state, reserve_uid(state), scan, j, birth)

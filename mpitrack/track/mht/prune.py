@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mpitrack.track.mht.solve import Groups, clusters
-from mpitrack.track.mht.state import DEAD, OVERLAP, Choice, MHTState, Tree, claims
+from mpitrack.track.mht.solve import Groups, clusters, overlap_events
+from mpitrack.track.mht.state import DEAD, OVERLAP, Choice, EventKey, MHTState, Tree, claims
 
 
 @dataclass(frozen=True)
@@ -112,28 +112,21 @@ def drop_unsupported_overlaps(state: MHTState) -> None:
     """Remove overlap leaves whose partners no longer hold the same overlap; drop empty trees."""
     groups = state.groups_by_scan()
     while True:
-        support: dict[tuple[int, int], set[int]] = {}
+        support: dict[EventKey, set[int]] = {}
         for tree in state.trees:
             for lf in tree.leaves:
                 for e in lf.history:
                     if e.kind == OVERLAP:
                         support.setdefault((e.scan, e.group), set()).add(tree.uid)
-        removed = False
-        for tree in state.trees:
-            keep = [
-                lf
-                for lf in tree.leaves
-                if all(
-                    e.kind != OVERLAP
-                    or set(groups[e.scan][e.group][1]) <= support[(e.scan, e.group)]
-                    for e in lf.history
-                )
-            ]
-            if len(keep) != len(tree.leaves):
-                tree.leaves = keep
-                removed = True
-        if not removed:
+        unsupported = {
+            event
+            for event, holders in support.items()
+            if not set(groups[event[0]][event[1]][1]) <= holders
+        }
+        if not unsupported:
             break
+        for tree in state.trees:
+            tree.leaves = [lf for lf in tree.leaves if not overlap_events(lf) & unsupported]
     state.trees = [t for t in state.trees if t.leaves]
 
 

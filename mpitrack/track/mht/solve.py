@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from mpitrack.track.mht.state import (
+    CLAIMING,
     OVERLAP,
     Choice,
     Entry,
@@ -66,18 +67,14 @@ def clusters(trees: list[Tree], groups: Groups) -> list[list[Tree]]:
     first_user: dict[SpotKey, int] = {}
     for a, tree in enumerate(trees):
         # sibling leaves share their history's entries: visit each entry once
-        seen: set[int] = set()
+        entries = {id(e): e for lf in tree.leaves for e in lf.history if e.kind in CLAIMING}
         keys: set[SpotKey] = set()
         events: set[EventKey] = set()
-        for lf in tree.leaves:
-            for e in lf.history:
-                if id(e) in seen:
-                    continue
-                seen.add(id(e))
-                for key, event in claims(e):
-                    keys.add(key)
-                    if event is not None:
-                        events.add(event)
+        for e in entries.values():
+            for key, event in claims(e):
+                keys.add(key)
+                if event is not None:
+                    events.add(event)
         for key in keys:
             if (b := first_user.setdefault(key, a)) != a:
                 union(a, b)

@@ -158,71 +158,86 @@ class BranchAndBound:
         options = self._options(ctrees, groups)
         if options is None:
             return None
-        n = len(ctrees)
-        by_event: list[dict[EventKey, set[int]]] = []
+        walk = _Search(options, self.node_limit)
+        if not walk.visit(0, 0.0) or walk.best_pick is None:
+            return None
+        return [options[k][a][1] for k, a in enumerate(walk.best_pick)]
+
+
+class _Search:
+    """One depth-first search over a cluster's options (`BranchAndBound.search`).
+
+    A small object rather than a recursive closure: a closure that calls
+    itself holds itself, and the whole search would wait for the cyclic
+    garbage collector instead of being freed when it returns.
+    """
+
+    def __init__(self, options: list[list[_Option]], node_limit: int) -> None:
+        n = len(options)
+        self.options = options
+        self.n = n
+        self.by_event: list[dict[EventKey, set[int]]] = []
         for opts in options:
             index: dict[EventKey, set[int]] = {}
             for a, o in enumerate(opts):
                 for ev in o[3]:
                     index.setdefault(ev, set()).add(a)
-            by_event.append(index)
-        suffix = [0.0] * (n + 1)
+            self.by_event.append(index)
+        self.suffix = [0.0] * (n + 1)  # each later tree at its best: the bound
         for k in range(n - 1, -1, -1):
-            suffix[k] = suffix[k + 1] + options[k][0][0]
-        used: dict[SpotKey, EventKey | None] = {}
-        picked = [0] * n
-        picked_events: list[frozenset[EventKey]] = [frozenset()] * n
-        required: list[list[EventKey]] = [[] for _ in range(n)]
-        best_score = -math.inf
-        best_pick: list[int] | None = None
-        nodes = 0
-        node_limit = self.node_limit
+            self.suffix[k] = self.suffix[k + 1] + options[k][0][0]
+        self.used: dict[SpotKey, EventKey | None] = {}
+        self.picked = [0] * n
+        self.picked_events: list[frozenset[EventKey]] = [frozenset()] * n
+        self.required: list[list[EventKey]] = [[] for _ in range(n)]
+        self.best_score = -math.inf
+        self.best_pick: list[int] | None = None
+        self.nodes = 0
+        self.node_limit = node_limit
 
-        def search(k: int, score: float) -> bool:
-            nonlocal best_score, best_pick, nodes
-            nodes += 1
-            if nodes > node_limit:
-                return False
-            if k == n:
-                if score > best_score:
-                    best_score, best_pick = score, list(picked)
-                return True
-            if required[k]:  # an earlier partner fixed this tree's overlap
-                allowed = set.intersection(*(by_event[k].get(ev, set()) for ev in required[k]))
-                candidates: list[int] | range = sorted(allowed)
-            else:
-                candidates = range(len(options[k]))
-            for a in candidates:
-                sc, _, held, evs, checks, pushes = options[k][a]
-                if score + sc + suffix[k + 1] <= best_score:
-                    break  # sorted by score: no later option can do better
-                if any(ev not in picked_events[d] for ev, d in checks):
-                    continue
-                added: list[SpotKey] = []
-                clash = False
-                for key, ev in held:
-                    owner = used.get(key, _FREE)
-                    if owner is _FREE:
-                        used[key] = ev
-                        added.append(key)
-                    elif ev is None or owner != ev:
-                        clash = True
-                        break
-                if not clash:
-                    picked[k], picked_events[k] = a, evs
-                    for d, ev in pushes:
-                        required[d].append(ev)
-                    if not search(k + 1, score + sc):
-                        return False
-                    for d, _ in pushes:
-                        required[d].pop()
-                for key in added:
-                    del used[key]
+    def visit(self, k: int, score: float) -> bool:
+        """Try every option of tree k onwards; False when the node limit is passed."""
+        self.nodes += 1
+        if self.nodes > self.node_limit:
+            return False
+        if k == self.n:
+            if score > self.best_score:
+                self.best_score, self.best_pick = score, list(self.picked)
             return True
-
-        if not search(0, 0.0) or best_pick is None:
-            return None
-        return [options[k][a][1] for k, a in enumerate(best_pick)]
+        used, required = self.used, self.required
+        if required[k]:  # an earlier partner fixed this tree's overlap
+            by_event = self.by_event[k]
+            allowed = set.intersection(*(by_event.get(ev, set()) for ev in required[k]))
+            candidates: list[int] | range = sorted(allowed)
+        else:
+            candidates = range(len(self.options[k]))
+        for a in candidates:
+            sc, _, held, evs, checks, pushes = self.options[k][a]
+            if score + sc + self.suffix[k + 1] <= self.best_score:
+                break  # sorted by score: no later option can do better
+            if any(ev not in self.picked_events[d] for ev, d in checks):
+                continue
+            added: list[SpotKey] = []
+            clash = False
+            for key, ev in held:
+                owner = used.get(key, _FREE)
+                if owner is _FREE:
+                    used[key] = ev
+                    added.append(key)
+                elif ev is None or owner != ev:
+                    clash = True
+                    break
+            if not clash:
+                self.picked[k], self.picked_events[k] = a, evs
+                for d, ev in pushes:
+                    required[d].append(ev)
+                if not self.visit(k + 1, score + sc):
+                    return False
+                for d, _ in pushes:
+                    required[d].pop()
+            for key in added:
+                del used[key]
+        return True
 
 
 def solver_for(params: MHTParams) -> Solver:

@@ -26,6 +26,7 @@ DEAD = "X"
 FRAGMENTS = "F"  # one track, two spots (detection split it): spot and group = the two spots
 KINDS = (DETECTED, OVERLAP, MISSED, UNUSABLE, DEAD, FRAGMENTS)  # order is the checkpoint's code
 SOLO_KINDS = (DETECTED, FRAGMENTS)  # the track's own spot, unshared
+CLAIMING = frozenset((DETECTED, FRAGMENTS, OVERLAP))  # the kinds that take spots (claims)
 
 # The solo-detection count only needs to pass overlap_min_detections: saturating
 # it keeps checkpoints of long-lived tracks identical from scan to scan.
@@ -95,21 +96,26 @@ class Leaf:
         keep_incumbent: bool = False,
         width: np.ndarray | None = None,
     ) -> Leaf:
-        """This hypothesis extended by one scan's entry, with the filters after it."""
-        solo = self.solo + (1 if entry.kind in SOLO_KINDS else 0)
-        # No copy: filters are never changed in place, a step makes new arrays.
+        """This hypothesis extended by one scan's entry, with the filters after it.
+
+        x and pcov are float arrays that the child keeps as they are (no copy):
+        filters are never changed in place, a step makes new arrays. Called for
+        every hypothesis of every scan, so it stays a plain positional
+        construction.
+        """
+        solo = self.solo + 1 if entry.kind in SOLO_KINDS else self.solo
         return Leaf(
-            x=np.asarray(x, dtype=float),
-            p=np.asarray(pcov, dtype=float),
-            intensity=float(intensity),
-            intensity_var=float(intensity_var),
-            misses=int(misses),
-            dead=dead,
-            incumbent=self.incumbent and keep_incumbent,
-            score=self.score + entry.score,
-            history=[*self.history, entry],
-            width=self.width if width is None else width,
-            solo=min(solo, SOLO_CAP),
+            x,
+            pcov,
+            float(intensity),
+            float(intensity_var),
+            misses,
+            dead,
+            self.incumbent and keep_incumbent,
+            self.score + entry.score,
+            [*self.history, entry],
+            self.width if width is None else width,
+            solo if solo < SOLO_CAP else SOLO_CAP,
         )
 
     def dead_child(self, scan: int) -> Leaf:
