@@ -63,6 +63,8 @@ class OverlapHypotheses:
         live, record = ctx.pred.live, ctx.record
         member, d2b = gating.member, gating.member_d2
         inten = meas.intensity
+        mine = ctx.pred.intensity.tolist()  # each live leaf's intensity and score
+        score = [lf.score for _, lf in live]
         jobs: list[_Job] = []
         eligible = np.array(
             [lf.solo >= self.min_detections and (t.confirmed or lf.incumbent) for t, lf in live],
@@ -76,7 +78,7 @@ class OverlapHypotheses:
             if len(by_tree) < 2:
                 continue
             # representative leaf per tree: its best-scoring member leaf
-            reps = {u: max(idx, key=lambda i: (live[i][1].score, -i)) for u, idx in by_tree.items()}
+            reps = {u: max(idx, key=lambda i: (score[i], -i)) for u, idx in by_tree.items()}
             cands = sorted(by_tree, key=lambda u: (float(d2b[reps[u], j]), u))
             cands = sorted(cands[: self.max_candidates])
             tol = self.intensity_tolerance
@@ -85,7 +87,7 @@ class OverlapHypotheses:
                 return abs(measured - total) <= tol * total
 
             top = {
-                u: sorted(by_tree[u], key=lambda i: (-live[i][1].score, i))[:REPRESENTATIVE_LEAVES]
+                u: sorted(by_tree[u], key=lambda i: (-score[i], i))[:REPRESENTATIVE_LEAVES]
                 for u in by_tree
             }
             for k in range(2, min(self.max_overlap, len(cands)) + 1):
@@ -94,8 +96,8 @@ class OverlapHypotheses:
                     best: tuple[int, ...] | None = None
                     best_score = -math.inf
                     for assign in itertools.product(*(top[u] for u in combo)):
-                        if fits(sum(live[i][1].intensity for i in assign)):
-                            sc = sum(live[i][1].score for i in assign)
+                        if fits(sum(mine[i] for i in assign)):
+                            sc = sum(score[i] for i in assign)
                             if sc > best_score:
                                 best, best_score = assign, sc
                     if best is None:
@@ -104,9 +106,9 @@ class OverlapHypotheses:
                     record.groups.append((j, tuple(combo)))
                     for a, u in enumerate(combo):
                         others = [best[o] for o in range(k) if o != a]
-                        rest = sum(live[i][1].intensity for i in others)
+                        rest = sum(mine[i] for i in others)
                         for i in by_tree[u]:
-                            if fits(live[i][1].intensity + rest):
+                            if fits(mine[i] + rest):
                                 jobs.append((i, others, j, g, k))
         return jobs
 

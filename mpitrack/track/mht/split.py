@@ -124,6 +124,8 @@ class SplitHypotheses:
         partner_uid = reserve_uid(state)
         mine: list[Entry] = []
         theirs: list[Entry] = []
+        blobs = [e for e in run if e.kind != FRAGMENTS]
+        inside = iter(_deblended(records, blobs, meas, a, b, wa, wb))
         for e in run:
             rec = records[e.scan]
             if e.kind == FRAGMENTS:  # each takes the piece on its side of the split
@@ -139,7 +141,7 @@ class SplitHypotheses:
             g = len(rec.groups)
             rec.groups.append((e.spot, (tree.uid, partner_uid)))
             share = sc.log_pd + sc.log_overlap + (e.score - sc.log_pd) / 2.0
-            pa, pb = _deblended(rec, e, meas, a, b, wa, wb)
+            pa, pb = next(inside)
             mine.append(Entry(e.scan, OVERLAP, e.spot, g, pa, share))
             theirs.append(Entry(e.scan, OVERLAP, e.spot, g, pb, share))
         mine.append(Entry(scan, DETECTED, a, -1, pos3(meas.z[a]), kept))
@@ -165,22 +167,34 @@ def _blob_run(leaf: Leaf) -> list[Entry]:
 
 
 def _deblended(
-    rec: ScanRecord,
-    e: Entry,
+    records: dict[int, ScanRecord],
+    blobs: list[Entry],
     meas: Measurements,
     a: int,
     b: int,
     wa: float,
     wb: float,
-) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Both members' centres inside an earlier blob, from its spread and the split's widths."""
-    z = rec.centres[e.spot][None]
-    cov = rec.covariances[e.spot][None]
-    sep = (meas.z[a] - meas.z[b])[None]
-    w = np.array([[wa, wb]])
-    noise = np.zeros((1, 3, 3))
-    za, _, sure_a = deblend_pairs(w, meas.cov[[a]], meas.cov[[b]], sep, z, noise, cov)
-    zb, _, sure_b = deblend_pairs(w[:, ::-1], meas.cov[[b]], meas.cov[[a]], -sep, z, noise, cov)
-    if not (sure_a[0] and sure_b[0]) or not math.isfinite(float(za.sum() + zb.sum())):
-        return pos3(np.asarray(e.pos)), pos3(np.asarray(e.pos))
-    return pos3(za[0]), pos3(zb[0])
+) -> list[tuple[tuple[float, float, float], tuple[float, float, float]]]:
+    """Both members' centres inside each earlier blob, from its spread and the split's widths.
+
+    One `deblend_pairs` call for every blob and both members (rows: blob 0
+    member a, blob 0 member b, blob 1 member a, ...).
+    """
+    if not blobs:
+        return []
+    q = len(blobs)
+    z = np.repeat(np.stack([records[e.scan].centres[e.spot] for e in blobs]), 2, axis=0)
+    cov = np.repeat(np.stack([records[e.scan].covariances[e.spot] for e in blobs]), 2, axis=0)
+    sep = np.tile(np.stack([meas.z[a] - meas.z[b], meas.z[b] - meas.z[a]]), (q, 1))
+    w = np.tile(np.array([[wa, wb], [wb, wa]]), (q, 1))
+    own = np.tile(meas.cov[[a, b]], (q, 1, 1))
+    other = np.tile(meas.cov[[b, a]], (q, 1, 1))
+    centres, _, sure = deblend_pairs(w, own, other, sep, z, np.zeros((2 * q, 3, 3)), cov)
+    out = []
+    for k, e in enumerate(blobs):
+        za, zb = centres[2 * k], centres[2 * k + 1]
+        if not (sure[2 * k] and sure[2 * k + 1]) or not math.isfinite(float(za.sum() + zb.sum())):
+            out.append((pos3(np.asarray(e.pos)), pos3(np.asarray(e.pos))))
+        else:
+            out.append((pos3(za), pos3(zb)))
+    return out
