@@ -124,7 +124,7 @@ class OverlapHypotheses:
         for q, (i, others, _, _, _) in enumerate(jobs):
             members = [i, *others]
             idx[q, : len(members)] = members
-            w[q, : len(members)] = [live[m][1].intensity for m in members]
+            w[q, : len(members)] = ctx.pred.intensity[members]
         total = w.sum(axis=1)
         w = w / total[:, None]
         for q, (i, others, _, _, _) in enumerate(jobs):
@@ -143,7 +143,7 @@ class OverlapHypotheses:
         # lets long merges drift apart), so members that stay merged lose their
         # relative velocity and members just passing keep most of it
         own = idx[:, 0]
-        widths = np.stack([live[i][1].width for i, *_ in jobs])
+        widths = ctx.pred.width[idx[:, 0]]
         offset = cov[jj] - widths  # where inside the blob the member may sit
         evals, evecs = np.linalg.eigh(0.5 * (offset + np.swapaxes(offset, 1, 2)))
         offset = (evecs * np.maximum(evals, 0.0)[:, None, :]) @ np.swapaxes(evecs, 1, 2)
@@ -152,8 +152,7 @@ class OverlapHypotheses:
         pairs = np.array([job[4] == 2 for job in jobs])
         if pairs.any():
             at = np.flatnonzero(pairs)
-            own_w = np.stack([live[i][1].width for i in idx[at, 0]])
-            other_w = np.stack([live[i][1].width for i in idx[at, 1]])
+            own_w, other_w = ctx.pred.width[idx[at, 0]], ctx.pred.width[idx[at, 1]]
             predicted = xp[idx[at, 0], :3] - xp[idx[at, 1], :3]
             dz, dr, sure = deblend_pairs(
                 w[at, :2], own_w, other_w, predicted, z[jj[at]], r[jj[at]], cov[jj[at]]
