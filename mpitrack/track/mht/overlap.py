@@ -81,9 +81,9 @@ class OverlapHypotheses:
             reps = {u: max(idx, key=lambda i: (score[i], -i)) for u, idx in by_tree.items()}
             cands = sorted(by_tree, key=lambda u: (float(d2b[reps[u], j]), u))
             cands = sorted(cands[: self.max_candidates])
-            tol = self.intensity_tolerance
+            tol, measured = self.intensity_tolerance, float(inten[j])
 
-            def fits(total: float, measured: float = float(inten[j]), tol: float = tol) -> bool:
+            def fits(total: float, measured: float = measured, tol: float = tol) -> bool:
                 return abs(measured - total) <= tol * total
 
             top = {
@@ -96,8 +96,9 @@ class OverlapHypotheses:
                     best: tuple[int, ...] | None = None
                     best_score = -math.inf
                     for assign in itertools.product(*(top[u] for u in combo)):
-                        if fits(sum(mine[i] for i in assign)):
-                            sc = sum(score[i] for i in assign)
+                        total = sum(map(mine.__getitem__, assign))
+                        if abs(measured - total) <= tol * total:  # fits(total), inlined: hot
+                            sc = sum(map(score.__getitem__, assign))
                             if sc > best_score:
                                 best, best_score = assign, sc
                     if best is None:
