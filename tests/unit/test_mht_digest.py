@@ -8,12 +8,12 @@ with the accuracy table before and after (benchmarks/accuracy.py).
 The exact digest covers every StepResult (rows as canonical JSON, floats by
 their repr) and every checkpoint's bytes. Last-bit float differences between
 numpy/scipy builds, and between CPU families (numpy dispatches exp, log and
-sums to the widest SIMD kernels the CPU has: an AVX-512 machine and an AVX2
-one differ in the last bit), would change it without any change of ours. So
-it is pinned per environment (numpy and scipy versions and the SIMD targets
-numpy dispatches to) and compared only in a pinned environment; everywhere
-the rounded digest (rows only, floats to 6 significant digits, a checkpoint
-round trip instead of its bytes) must match.
+sums to the widest SIMD kernels the CPU has, so two machines with the same
+versions can differ in the last bit), would change it without any change of
+ours. So it is pinned per environment (numpy and scipy versions and the SIMD
+targets numpy dispatches to) and compared only in a pinned environment;
+everywhere the rounded digest (rows only, floats to 6 significant digits, a
+checkpoint round trip instead of its bytes) must match.
 """
 
 from __future__ import annotations
