@@ -28,10 +28,13 @@ import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.lib.format as npformat
+
+if TYPE_CHECKING:
+    from mpitrack.config import MaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +365,7 @@ class FrameMasks:
         self._by_region: dict[int, FrameMask] = {}
 
     @classmethod
-    def from_config(cls, mask) -> FrameMasks:
+    def from_config(cls, mask: MaskConfig) -> FrameMasks:
         """The masks of a config's ``frames.mask`` section (`mpitrack.config.MaskConfig`)."""
         return cls(mask.values, mask.file)
 

@@ -87,7 +87,7 @@ class Measurements:
         inten = np.array([float(s.intensity) for s in spots])
         cov = np.stack([np.asarray(s.covariance, dtype=float) for s in spots])
         cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
-        r = centroid_noise(spots, cov, params)
+        r = centroid_noise(spots, cov, inten, params)
         ivar = np.array([log_intensity_var(sp, params) for sp in spots])
         return cls(z, inten, cov, r, ivar)
 
@@ -129,11 +129,13 @@ def start_tree(state: MHTState, uid: int, birth_scan: int, birth_spot: int, leaf
     state.trees.append(Tree(uid, birth_scan, birth_spot, 0, False, [leaf]))
 
 
-def centroid_noise(spots: list[Spot], cov: np.ndarray, params: MHTParams) -> np.ndarray:
+def centroid_noise(
+    spots: list[Spot], cov: np.ndarray, intensity: np.ndarray, params: MHTParams
+) -> np.ndarray:
     """Each spot's centroid noise (n, 3, 3): detection's standard errors when it
-    gives them, else spread / intensity (cov: the spots' covariances)."""
+    gives them, else spread / intensity (cov, intensity: the spots' own)."""
     floor, scale = params.measurement_noise_floor, params.measurement_noise_scale
-    r = kalman.measurement_noise(cov, np.array([float(s.intensity) for s in spots]), floor, scale)
+    r = kalman.measurement_noise(cov, intensity, floor, scale)
     for j, spot in enumerate(spots):
         if spot.position_error is None:
             continue
